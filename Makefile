@@ -1,0 +1,30 @@
+# The two set-up commands of the README. Each creates .venv if needed, installs orapo with the
+# exact CPU versions of requirements/cpu.txt (torch 2.13.0 CPU wheel), then runs.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.orapo-installed
+
+.PHONY: install demo test lint
+
+$(STAMP): pyproject.toml requirements/cpu.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c requirements/cpu.txt -r requirements/cpu.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded default.
+demo: $(STAMP)
+	$(BIN)/orapo demo
+
+# The test suite (what .ci/run calls).
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks

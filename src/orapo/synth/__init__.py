@@ -1,0 +1,1 @@
+"""The embedded synthetic chest X-ray world (images, reports, gold labels)."""
