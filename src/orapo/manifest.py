@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from orapo.observations import LabelDict, labels_to_dict_checked
 
@@ -57,8 +57,8 @@ class Study:
     images: list[str]
     findings: str
     impression: str
-    labels: Optional[LabelDict] = None
-    source: Optional[dict[str, Any]] = None
+    labels: LabelDict | None = None
+    source: dict[str, Any] | None = None
 
     @property
     def report(self) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Optional
 
 NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
@@ -62,9 +61,9 @@ POSITIVE = 1
 NEGATIVE = 0
 UNCERTAIN = -1
 #: The valid label states; ``None`` is "not mentioned".
-STATES: tuple[Optional[int], ...] = (POSITIVE, NEGATIVE, UNCERTAIN, None)
+STATES: tuple[int | None, ...] = (POSITIVE, NEGATIVE, UNCERTAIN, None)
 
-Label = Optional[int]
+Label = int | None
 LabelDict = dict[str, Label]
 
 _INDEX = {name: i for i, name in enumerate(OBSERVATIONS)}
@@ -143,7 +142,7 @@ def vector_to_labels(vector: Sequence[Label]) -> LabelDict:
     """Tuple or list of length O in canonical order -> label dict with all 14 names."""
     if len(vector) != len(OBSERVATIONS):
         raise ValueError(f"a label vector has {len(OBSERVATIONS)} entries, got {len(vector)}")
-    return {name: parse_state(v) for name, v in zip(OBSERVATIONS, vector)}
+    return {name: parse_state(v) for name, v in zip(OBSERVATIONS, vector, strict=True)}
 
 
 def positives(labels: Mapping[str, Label], *, uncertain_positive: bool = False) -> set[str]:
