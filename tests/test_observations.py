@@ -53,7 +53,9 @@ def test_canonical_name_is_case_insensitive():
 @pytest.mark.parametrize(
     "labels, no_finding",
     [
-        ({}, 1),                                        # nothing abnormal said
+        ({}, None),                                     # nothing said at all
+        ({"No Finding": 1}, 1),                         # a global normal statement
+        ({"No Finding": 0}, None),                      # ... only a positive one counts
         ({"Pneumothorax": 0, "Edema": 0}, 1),           # only negatives
         ({"Support Devices": 1}, 1),                    # devices do not make a study abnormal
         ({"Cardiomegaly": 1}, None),

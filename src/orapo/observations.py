@@ -152,15 +152,24 @@ def positives(labels: Mapping[str, Label], *, uncertain_positive: bool = False) 
 
 
 def apply_no_finding_rule(labels: Mapping[str, Label]) -> LabelDict:
-    """Return a copy of ``labels`` with No Finding set by CheXpert's rule.
+    """Return a copy of ``labels`` with No Finding set by CheXpert's rule, plus one condition.
 
-    No Finding is positive (1) exactly when no observation other than No Finding and Support
-    Devices is positive or uncertain; otherwise it is not mentioned (None), as in the CheXpert
-    labeler, which never writes 0 or -1 for No Finding. All 14 names are present in the result.
+    CheXpert: No Finding is positive (1) when no observation other than No Finding and Support
+    Devices is positive or uncertain; otherwise it is not mentioned (None). It is never 0 or -1.
+
+    orapo adds: the text must speak of the chest at all, i.e. at least one observation is
+    mentioned in any state, or the input already marks No Finding positive (a labeler does so
+    for global statements such as "normal chest radiograph"). A text that mentions nothing (a
+    caption, a refusal, garbage) asserts no finding at all and gets No Finding None, not 1. On
+    real reports this never differs from CheXpert, which always see a mention; it matters for
+    generated text, where CheXpert's rule would reward saying nothing clinical with a correct
+    No Finding fact. All 14 names are present in the result.
 
     >>> apply_no_finding_rule({"Cardiomegaly": 0})["No Finding"]
     1
     >>> apply_no_finding_rule({"Cardiomegaly": -1})["No Finding"] is None
+    True
+    >>> apply_no_finding_rule({})["No Finding"] is None
     True
     """
     out = empty_labels()
@@ -170,7 +179,10 @@ def apply_no_finding_rule(labels: Mapping[str, Label]) -> LabelDict:
         for name in OBSERVATIONS
         if name not in (NO_FINDING, SUPPORT_DEVICES)
     )
-    out[NO_FINDING] = None if abnormal else POSITIVE
+    speaks = out[NO_FINDING] == POSITIVE or any(
+        out[name] is not None for name in OBSERVATIONS if name != NO_FINDING
+    )
+    out[NO_FINDING] = POSITIVE if speaks and not abnormal else None
     return out
 
 

@@ -31,6 +31,7 @@ app.add_typer(data_app, name="data")
 # (module, typer app its commands go to). Order is the order of `orapo --help`.
 _COMMAND_MODULES: list[tuple[str, typer.Typer]] = [
     ("orapo.synth.cli", data_app),
+    ("orapo.datasets.cli", data_app),
 ]
 
 
