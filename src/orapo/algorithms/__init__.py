@@ -56,6 +56,7 @@ from orapo.algorithms.grpo import (
     token_mean,
 )
 from orapo.algorithms.mix import orapo_loss
+from orapo.algorithms.sft import sft_loss
 from orapo.algorithms.zrr import ZRR_MODES, ZRRController, mixing_weight
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "select_negatives",
     "seq_mean_token_mean",
     "sequence_logps",
+    "sft_loss",
     "sum_over_constant",
     "token_mean",
     "zero_reward_groups",

@@ -32,6 +32,8 @@ app.add_typer(data_app, name="data")
 _COMMAND_MODULES: list[tuple[str, typer.Typer]] = [
     ("orapo.synth.cli", data_app),
     ("orapo.datasets.cli", data_app),
+    ("orapo.model.cli", app),
+    ("orapo.train.cli", app),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The OraPO trainer: orchestration only; the maths lives in :mod:`orapo.algorithms`."""

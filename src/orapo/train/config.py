@@ -1,0 +1,188 @@
+"""The training recipe: one dataclass tree, documented once per field.
+
+A recipe YAML under ``configs/`` fills any subset of these fields; ``orapo train --config
+RECIPE section.field=value ...`` overrides them; the resolved tree is saved as
+``RUN_DIR/config.yaml``. ``orapo train --describe`` prints every field with its default and help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from orapo.model.config import LoraSettings, ModelConfig, SamplingConfig
+
+#: ``model.name_or_path`` value meaning "the embedded demo base model, built and cached".
+DEMO_BASE = "builtin:demo-base"
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class SynthSettings:
+    """The embedded synthetic world, generated when ``data.manifest`` is null."""
+
+    dir: str = _help("Folder of the synthetic world (generated if absent).", default="data/synth")
+    n: int = _help("Total studies over all splits.", default=1700)
+    seed: int = _help("World seed.", default=0)
+    size: int = _help("Image side in pixels.", default=112)
+    split_fracs: list[float] = _help(
+        "Train/val/test fractions.", default_factory=lambda: [0.7, 0.1, 0.2]
+    )
+
+
+@dataclass
+class DataConfig:
+    manifest: str | None = _help(
+        "Manifest to train and evaluate on; null uses the embedded synthetic world.", default=None
+    )
+    synth: SynthSettings = field(default_factory=SynthSettings)
+    train_split: str = _help("Split the policy trains on.", default="train")
+    train_size: int | None = _help(
+        "Use only the first N training studies (after a seeded shuffle); null = all. "
+        "The paper's data-efficient settings are 400 and 1000.",
+        default=1000,
+    )
+    val_split: str = _help("Split for periodic validation.", default="val")
+    val_size: int | None = _help("Studies used for periodic validation; null = all.", default=64)
+    test_split: str = _help("Split for the before/after evaluation.", default="test")
+    test_size: int | None = _help("Studies used for before/after evaluation; null = all.", default=None)
+    skip_bad_images: bool = _help(
+        "Skip (and count) studies whose image is missing or unreadable instead of stopping.",
+        default=False,
+    )
+
+
+@dataclass
+class BaseModelSettings:
+    """How the embedded demo base model is built when ``model.name_or_path`` is the builtin.
+
+    Plays the part of Qwen2.5-VL-3B in the paper: a competent general vision-language model that
+    knows little radiology (see docs/demo.md).
+    """
+
+    cache_dir: str = _help("Where the built base model is cached.", default="data/base-model")
+    preset: str = _help("Demo architecture preset (orapo.model).", default="demo")
+    steps: int = _help("Pre-training steps on the general captioning task.", default=700)
+    batch_size: int = _help("Pre-training batch size.", default=32)
+    lr: float = _help("Pre-training learning rate.", default=2e-3)
+    n_captions: int = _help("Size of the general-domain caption world.", default=3000)
+    seed: int = _help("Seed for the base model's world and initialisation.", default=0)
+
+
+@dataclass
+class AlgorithmConfig:
+    mode: Literal["orapo", "grpo", "sft"] = _help(
+        "orapo: (1-w) GRPO + w DPO with w from the ZRR EMA; grpo: w = 0; sft: supervised "
+        "next-token loss on the ground-truth reports (the paper's SFT ablation).",
+        default="orapo",
+    )
+    reward: str = _help("Reward by registry name: facts, bleu, rouge_l.", default="facts")
+    reward_options: dict = _help(
+        "Keyword options for the reward (e.g. {beta: 2.0, labeler: rule}).", default_factory=dict
+    )
+    advantage_scale: Literal["group", "batch", "none"] = _help(
+        "Advantage normalisation: group std (GRPO), batch std, or none (Dr. GRPO).",
+        default="group",
+    )
+    loss_reduction: str = _help(
+        "GRPO token reduction: grpo (seq-mean-token-mean), dapo (token-mean), dr_grpo.",
+        default="dapo",
+    )
+    clip_eps_low: float = _help("PPO clip range below 1.", default=0.2)
+    clip_eps_high: float = _help("PPO clip range above 1.", default=0.2)
+    kl_beta: float = _help("Weight of the k3 KL to the reference in the GRPO loss.", default=0.0)
+    dpo_beta: float = _help("DPO temperature beta.", default=0.1)
+    dpo_negatives: str = _help(
+        "Which rollouts are DPO negatives: zero-reward (paper), all, below.",
+        default="zero-reward",
+    )
+    dpo_threshold: float = _help("Reward threshold for dpo_negatives=below.", default=0.5)
+    dpo_length_normalize: bool = _help(
+        "Use mean instead of summed token log-probs in DPO.", default=False
+    )
+    zrr_alpha: float = _help("EMA momentum of the Zero-Reward Rate (paper: 0.5).", default=0.5)
+    w_min: float = _help("Mixing weight at ZRR EMA 0 (paper: 0.05).", default=0.05)
+    w_max: float = _help("Mixing weight at ZRR EMA 1 (paper: 0.15).", default=0.15)
+    gamma: float = _help("Sharpening exponent of the mapping (paper: 2.0).", default=2.0)
+    constant_w: float | None = _help(
+        "Ablation: a fixed mixing weight instead of the ZRR-driven one.", default=None
+    )
+    zero_atol: float = _help("A reward counts as zero when |r| <= zero_atol.", default=0.0)
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = _help("Optimizer steps.", default=120)
+    batch_size: int = _help("Images per step (each gets K rollouts).", default=16)
+    grad_accum: int = _help("Micro-batches per optimizer step.", default=1)
+    mu: int = _help(
+        "Policy updates per batch of rollouts (GRPO's inner iterations; 1 = on-policy).",
+        default=1,
+    )
+    lr: float = _help("Peak learning rate.", default=5e-4)
+    lr_schedule: Literal["constant", "linear", "cosine"] = _help(
+        "Schedule after warmup.", default="constant"
+    )
+    warmup_steps: int = _help("Linear warmup steps.", default=5)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    max_grad_norm: float = _help("Gradient clipping norm (<= 0 disables).", default=1.0)
+    seed: int = _help("Seed of data order, sampling and initialisation.", default=0)
+    eval_every: int = _help("Validate every N steps (0 = only at the end).", default=40)
+    save_every: int = _help("Checkpoint every N steps (0 = only at the end).", default=40)
+    keep_checkpoints: int = _help("How many periodic checkpoints to keep.", default=2)
+    log_every: int = _help("Write metrics every N steps.", default=1)
+    report_to: list[str] = _help(
+        "Trackers through accelerate: tensorboard, wandb, mlflow (when installed).",
+        default_factory=lambda: ["tensorboard"],
+    )
+    threads: int | None = _help("torch CPU threads (null = torch's default).", default=None)
+    eval_batch_size: int = _help("Batch size of greedy generation in evaluation.", default=64)
+
+
+@dataclass
+class EvalConfig:
+    before: bool = _help("Evaluate the base policy on the test split before training.", default=True)
+    after: bool = _help("Evaluate the trained policy on the test split.", default=True)
+    max_new_tokens: int = _help("Greedy generation length in evaluation.", default=128)
+    examples: int = _help("Example studies in the HTML page.", default=8)
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    base: BaseModelSettings = field(default_factory=BaseModelSettings)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path=DEMO_BASE))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.algorithm.mode != "sft" and self.sampling.k < 2:
+            raise ValueError(
+                "GRPO and OraPO need at least 2 rollouts per image: set sampling.k >= 2"
+            )
+        if not 0.0 <= self.algorithm.w_min <= self.algorithm.w_max <= 1.0:
+            raise ValueError("need 0 <= algorithm.w_min <= algorithm.w_max <= 1")
+        if self.trainer.batch_size % self.trainer.grad_accum:
+            raise ValueError("trainer.batch_size must be a multiple of trainer.grad_accum")
+
+
+__all__ = [
+    "AlgorithmConfig",
+    "BaseModelSettings",
+    "DEMO_BASE",
+    "DataConfig",
+    "EvalConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "SamplingConfig",
+    "SynthSettings",
+    "TrainConfig",
+    "TrainerConfig",
+]

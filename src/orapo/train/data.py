@@ -1,0 +1,112 @@
+"""Training data: studies of a manifest, their images, and a resumable sampling order."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from orapo.manifest import Manifest, Study, read_manifest
+
+
+class ImageError(RuntimeError):
+    """An image that is missing or cannot be decoded; the message names the file."""
+
+
+def load_image(path: Path) -> Image.Image:
+    """Open an image as RGB, or raise :class:`ImageError` naming the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise ImageError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageError(f"image {path} cannot be read: {err}") from None
+
+
+def study_image(study: Study, root: Path) -> Image.Image:
+    """The first image of a study (the frontal view, by the manifest convention)."""
+    return load_image(study.image_paths(root)[0])
+
+
+def select_studies(
+    manifest: Manifest, split: str, size: int | None, seed: int
+) -> list[Study]:
+    """The studies of ``split``; with ``size``, the first ``size`` after a seeded shuffle.
+
+    The shuffle makes ``size=400`` a subset of ``size=1000`` for the same seed, as in the
+    paper's nested data-efficiency settings.
+    """
+    studies = manifest.split(split)
+    if not studies:
+        raise ValueError(f"manifest {manifest.path} has no studies in split {split!r}")
+    if size is None or size >= len(studies):
+        return studies
+    order = list(range(len(studies)))
+    random.Random(seed).shuffle(order)
+    return [studies[i] for i in sorted(order[:size])]
+
+
+def check_images(
+    studies: list[Study], root: Path, *, skip_bad: bool
+) -> tuple[list[Study], Counter]:
+    """Verify every study's first image opens; drop (and count) bad ones only if ``skip_bad``."""
+    kept, skipped = [], Counter()
+    for study in studies:
+        try:
+            study_image(study, root)
+        except ImageError as err:
+            if not skip_bad:
+                raise ImageError(f"study {study.id!r}: {err}") from None
+            skipped[str(err).split(" ", 2)[-1]] += 1
+            continue
+        kept.append(study)
+    return kept, skipped
+
+
+@dataclass
+class EpochSampler:
+    """Seeded epoch-by-epoch permutation of ``n`` items, resumable from a position.
+
+    ``position`` counts items handed out since the start; epoch ``e`` uses a permutation seeded
+    by ``(seed, e)``, so the order does not depend on how many processes share the batches.
+    """
+
+    n: int
+    seed: int
+    position: int = 0
+    _cache: dict[int, list[int]] = field(default_factory=dict, repr=False)
+
+    def _epoch(self, e: int) -> list[int]:
+        if e not in self._cache:
+            order = list(range(self.n))
+            random.Random(f"{self.seed}:{e}").shuffle(order)
+            self._cache = {e: order}
+        return self._cache[e]
+
+    def take(self, count: int) -> list[int]:
+        """The next ``count`` indices (crossing epoch boundaries as needed)."""
+        out = []
+        for _ in range(count):
+            e, i = divmod(self.position, self.n)
+            out.append(self._epoch(e)[i])
+            self.position += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "seed": self.seed, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n"] != self.n or state["seed"] != self.seed:
+            raise ValueError(
+                f"checkpoint sampler was over {state['n']} studies with seed {state['seed']}; "
+                f"this run has {self.n} with seed {self.seed}: resume with the same data and seed"
+            )
+        self.position = int(state["position"])
+
+
+def open_manifest(path: str | Path) -> Manifest:
+    return read_manifest(path)

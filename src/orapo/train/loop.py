@@ -1,0 +1,390 @@
+"""The OraPO training loop, top to bottom. Orchestration only: the maths is in orapo.algorithms.
+
+One step (mode ``orapo``; ``grpo`` is the same with w = 0, ``sft`` skips to the NLL)::
+
+    studies -> images -> K rollouts each -> rewards (FactS) -> ZRR, its EMA -> w
+            -> group advantages -> reference log-probs (no grad)
+            -> policy log-probs of rollouts and ground-truth reports (one forward)
+            -> (1 - w) * GRPO(rollouts) + w * DPO(ground truth vs failed rollouts)
+            -> backward -> clip -> optimizer and scheduler step
+
+Runs under accelerate: the same code on CPU, one GPU, or several processes with
+``accelerate launch`` (each process takes its slice of every step's images; rewards are gathered
+so the Zero-Reward Rate and its EMA are global and identical on every process).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from orapo import algorithms as alg
+from orapo.config_io import save_yaml, to_dict
+from orapo.manifest import Study, atomic_write_text
+from orapo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from orapo.train.config import TrainConfig
+from orapo.train.data import EpochSampler, study_image
+from orapo.train.tracking import MetricsLog, write_plots
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left intact."""
+
+
+@dataclass
+class Batch:
+    """The images and targets of one process's share of a step."""
+
+    studies: list[Study]
+    images: list[Any]
+
+    @property
+    def references(self) -> list[str]:
+        return [s.report for s in self.studies]
+
+    @property
+    def labels(self) -> list[dict | None]:
+        return [s.labels for s in self.studies]
+
+
+def repeat_each(items: list, k: int) -> list:
+    """[a, b] -> [a]*k + [b]*k, matching the (B*K,) group order of rollouts."""
+    return [x for x in items for _ in range(k)]
+
+
+def pad_cat(a: torch.Tensor, b: torch.Tensor, value: int) -> torch.Tensor:
+    """Concatenate (N1, T1) and (N2, T2) along dim 0, right-padding to max(T1, T2)."""
+    t = max(a.shape[1], b.shape[1])
+    a = torch.nn.functional.pad(a, (0, t - a.shape[1]), value=value)
+    b = torch.nn.functional.pad(b, (0, t - b.shape[1]), value=value)
+    return torch.cat([a, b])
+
+
+class Trainer:
+    """Holds the run's parts; :meth:`fit` is the loop. Build with :func:`build_trainer`."""
+
+    def __init__(self, cfg, run_dir, accelerator, policy, optimizer, scheduler, reward_fn,
+                 controller, data, console) -> None:
+        self.cfg: TrainConfig = cfg
+        self.run_dir: Path = run_dir
+        self.acc = accelerator
+        self.policy = policy
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.reward_fn = reward_fn
+        self.controller: alg.ZRRController = controller
+        self.data = data
+        self.console = console
+        self.sampler = EpochSampler(len(data.train), cfg.trainer.seed)
+        self.step = 0
+        self.log = MetricsLog(run_dir, enabled=accelerator.is_main_process)
+        self.reward_failures: dict[str, int] = {}
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ one step
+    def next_batch(self) -> Batch:
+        """This process's slice of the next global batch of training studies."""
+        b, world, rank = self.cfg.trainer.batch_size, self.acc.num_processes, self.acc.process_index
+        idx = self.sampler.take(b)[rank * (b // world) : (rank + 1) * (b // world)]
+        studies = [self.data.train[i] for i in idx]
+        return Batch(studies, [study_image(s, self.data.root) for s in studies])
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        if self.cfg.algorithm.mode == "sft":
+            return self.sft_step(batch)
+        cfg, a, policy = self.cfg, self.cfg.algorithm, self.policy
+        k = cfg.sampling.k
+        started = time.perf_counter()
+
+        # 1. Rollouts: K reports per image.
+        prompts = policy.prompt_batch(batch.images)
+        rollouts = policy.rollout(prompts, cfg.sampling)
+        t_rollout = time.perf_counter() - started
+
+        # 2. Rewards, and the Zero-Reward Rate over the global batch.
+        raw = self.reward_fn(
+            rollouts.texts,
+            reference=repeat_each(batch.references, k),
+            labels=repeat_each(batch.labels, k),
+        )
+        rewards = alg.rewards_to_tensor(raw).to(policy.device)  # (B*K,), NaN = failed
+        all_rewards = self.acc.gather(rewards)
+        zrr = alg.zero_reward_rate(all_rewards, k, atol=a.zero_atol)
+        self.controller.update(zrr)
+        w = 0.0 if a.mode == "grpo" else self.controller.weight()
+        advantages = alg.group_advantages(rewards, k, scale=a.advantage_scale)  # (B*K,)
+        negatives = alg.select_negatives(
+            rewards, a.dpo_negatives, threshold=a.dpo_threshold, atol=a.zero_atol
+        ) if a.dpo_negatives == "below" else alg.select_negatives(
+            rewards, a.dpo_negatives, atol=a.zero_atol
+        )
+
+        # 3. Completions scored in one pass: the B*K rollouts, then the B ground-truth reports.
+        n_roll, t_roll = rollouts.completion_ids.shape
+        chosen_ids, chosen_mask = policy.encode_completions(
+            batch.references, max_tokens=cfg.sampling.max_new_tokens
+        )
+        ids = pad_cat(rollouts.completion_ids, chosen_ids, policy.pad_token_id)  # (N, T)
+        mask = pad_cat(rollouts.completion_mask, chosen_mask, 0)  # (N, T)
+        index = torch.cat([rollouts.prompt_index, torch.arange(len(batch.studies))]).to(ids.device)
+        need_ref = a.kl_beta > 0 or w > 0
+        with torch.no_grad():
+            ref = policy.completion_logprobs(prompts, ids, mask, index, reference=True) \
+                if need_ref else None
+            old = policy.completion_logprobs(prompts, ids, mask, index) if cfg.trainer.mu > 1 \
+                else None
+
+        # 4. Policy update(s) on this batch of rollouts.
+        metrics: dict[str, float] = {}
+        for _ in range(cfg.trainer.mu):
+            logps = policy.completion_logprobs(prompts, ids, mask, index)  # (N, T)
+            roll_lp, chosen_lp = logps[:n_roll, :t_roll], logps[n_roll:]
+            roll_mask, c_mask = mask[:n_roll, :t_roll], mask[n_roll:]
+            l_grpo, m_grpo = alg.grpo_loss(
+                roll_lp,
+                None if old is None else old[:n_roll, :t_roll],
+                advantages,
+                roll_mask,
+                reduction=a.loss_reduction,
+                max_completion_length=cfg.sampling.max_new_tokens,
+                eps_low=a.clip_eps_low,
+                eps_high=a.clip_eps_high,
+                beta=a.kl_beta,
+                ref_logps=None if ref is None or a.kl_beta == 0 else ref[:n_roll, :t_roll],
+            )
+            l_dpo, m_dpo = None, {}
+            if w > 0:
+                l_dpo, m_dpo = alg.dpo_loss(
+                    alg.sequence_logps(chosen_lp, c_mask, a.dpo_length_normalize),
+                    alg.sequence_logps(ref[n_roll:], c_mask, a.dpo_length_normalize),
+                    alg.sequence_logps(roll_lp, roll_mask, a.dpo_length_normalize),
+                    alg.sequence_logps(ref[:n_roll, :t_roll], roll_mask, a.dpo_length_normalize),
+                    negatives,
+                    beta=a.dpo_beta,
+                )
+            loss, m_mix = alg.orapo_loss(l_grpo, l_dpo, w)
+            self.backward_and_step(loss)
+            metrics = {**m_grpo, **m_dpo, **m_mix}
+
+        metrics.update(alg.reward_metrics(all_rewards, k, atol=a.zero_atol))
+        metrics.update(self.controller.metrics())
+        metrics["mix/w"] = w
+        metrics["zrr/raw"] = zrr
+        metrics["rollout/mean_length"] = float(rollouts.completion_mask.sum(1).float().mean())
+        metrics["rollout/truncated"] = float(rollouts.truncated.float().mean())
+        metrics["time/rollout"] = t_rollout
+        metrics["time/step"] = time.perf_counter() - started
+        return metrics
+
+    def sft_step(self, batch: Batch) -> dict[str, float]:
+        """The SFT ablation: next-token loss on the ground-truth reports."""
+        started = time.perf_counter()
+        prompts = self.policy.prompt_batch(batch.images)
+        ids, mask = self.policy.encode_completions(
+            batch.references, max_tokens=self.cfg.sampling.max_new_tokens
+        )
+        index = torch.arange(len(batch.studies), device=ids.device)
+        logps = self.policy.completion_logprobs(prompts, ids, mask, index)
+        loss, metrics = alg.sft_loss(logps, mask)
+        self.backward_and_step(loss)
+        metrics["time/step"] = time.perf_counter() - started
+        return metrics
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss is {float(loss)} at step {self.step + 1}; nothing was applied. The "
+                f"last good checkpoint is in {self.run_dir / 'checkpoints'}. Lower trainer.lr, "
+                "check the rewards, or raise trainer.max_grad_norm clipping."
+            )
+        self.acc.backward(loss)
+        if self.cfg.trainer.max_grad_norm > 0:
+            norm = self.acc.clip_grad_norm_(
+                self.policy.trainable_parameters(), self.cfg.trainer.max_grad_norm
+            )
+            self._grad_norm = float(norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ state
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "sampler": self.sampler.state_dict(),
+            "zrr": self.controller.state_dict(),
+            "reward_failures": self.reward_failures,
+        }
+
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.acc, self.run_dir, self.step, self.trainer_state(),
+            keep=self.cfg.trainer.keep_checkpoints,
+        )
+
+    def resume(self, path: Path) -> None:
+        state = load_checkpoint(self.acc, path)
+        self.step = int(state["step"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.controller.load_state_dict(state["zrr"])
+        self.reward_failures = dict(state.get("reward_failures", {}))
+        if hasattr(self.reward_fn, "failures"):
+            self.reward_fn.failures.update(self.reward_failures)
+        self.log.truncate_after(self.step)
+
+    # ------------------------------------------------------------------ evaluation
+    def validate(self, studies: list[Study], split: str) -> dict[str, Any]:
+        """Greedy reports on ``studies``, scored (main process; others wait)."""
+        from orapo.model import evaluate_policy
+
+        result: dict[str, Any] = {}
+        if self.acc.is_main_process:
+            result = evaluate_policy(
+                self.policy,
+                studies,
+                self.data.root,
+                batch_size=self.cfg.trainer.eval_batch_size,
+                max_new_tokens=self.cfg.eval.max_new_tokens,
+                skip_bad_images=self.cfg.data.skip_bad_images,
+                split=split,
+            )
+        self.acc.wait_for_everyone()
+        self.policy.model.train()
+        return result
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> None:
+        from orapo.train.progress import TrainProgress
+
+        cfg = self.cfg.trainer
+        with TrainProgress(cfg.steps, self.step, enabled=self.acc.is_main_process) as bar:
+            try:
+                while self.step < cfg.steps:
+                    metrics = self.train_step(self.next_batch())
+                    self.step += 1
+                    metrics["lr"] = self.scheduler.get_last_lr()[0]
+                    if hasattr(self, "_grad_norm"):
+                        metrics["grad/norm"] = self._grad_norm
+                    self.reward_failures = dict(getattr(self.reward_fn, "failures", {}))
+                    metrics["reward/failures_total"] = float(sum(self.reward_failures.values()))
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                        val = self.validate(self.data.val, self.cfg.data.val_split)
+                        if val:
+                            metrics["val/f1"] = val["summary"]["clinical/positive/all14/micro_f1"]
+                    if self.step % cfg.log_every == 0 or "val/f1" in metrics:
+                        self.log.write(self.step, metrics)
+                        self.acc.log(metrics, step=self.step)
+                    bar.update(self.step, metrics)
+                    if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                        self.save()
+            except KeyboardInterrupt:
+                if self.step > 0:
+                    path = self.save()
+                    self.console.print(
+                        f"[yellow]Interrupted: checkpoint of step {self.step} saved in {path}; "
+                        f"continue with --resume {self.run_dir}[/yellow]"
+                    )
+                raise
+
+
+def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=None) -> dict:
+    """Everything ``orapo train`` does: data, base model, evaluate, train, evaluate, report."""
+    from rich.console import Console
+
+    from orapo.train.setup import build_trainer, resolve_data, resolve_model
+
+    console = console or Console()
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = resolve_data(cfg, console)
+    cfg.model.name_or_path = resolve_model(cfg, data, console)
+    trainer = build_trainer(cfg, run_dir, data, console)
+    acc = trainer.acc
+    if acc.is_main_process:
+        save_yaml(cfg, run_dir / "config.yaml")
+
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "mode": cfg.algorithm.mode}
+    previous = _read_json(run_dir / "summary.json") if resume else {}
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from")
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        console.print(f"Resumed from {checkpoint} (step {trainer.step}).")
+        if "base" in previous:
+            summary["base"] = previous["base"]
+    elif cfg.eval.before:
+        console.print(f"Evaluating the base policy on {len(data.test)} {cfg.data.test_split} studies")
+        base = trainer.validate(data.test, cfg.data.test_split)
+        if base:
+            summary["base"] = _headline(base)
+            _write_eval(run_dir / "eval-base", base, data.root, cfg.eval.examples)
+    if acc.is_main_process:
+        _write_summary(run_dir, {**summary, "status": "training"})
+
+    trainer.fit()
+    trainer.save()
+    model_dir = run_dir / "model"
+    if acc.is_main_process:
+        trainer.policy.save(model_dir)
+    acc.wait_for_everyone()
+    summary["model_dir"] = str(model_dir)
+    summary["steps"] = trainer.step
+    summary["reward_failures"] = trainer.reward_failures
+    if cfg.eval.after:
+        final = trainer.validate(data.test, cfg.data.test_split)
+        if final:
+            summary["final"] = _headline(final)
+            _write_eval(run_dir / "eval-final", final, data.root, cfg.eval.examples)
+    acc.end_training()
+    if acc.is_main_process:
+        summary["plots"] = [str(p) for p in write_plots(run_dir)]
+        summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+        if resume and "wall_seconds" in previous:
+            summary["wall_seconds_before_resume"] = previous["wall_seconds"]
+        summary["status"] = "done"
+        summary["config"] = to_dict(cfg)
+        _write_summary(run_dir, summary)
+    return summary
+
+
+def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of the before/after table (positive protocol, micro, all14) and a few more."""
+    s = result["summary"]
+    key = "clinical/positive/all14/micro_"
+    return {
+        "precision": s[key + "precision"],
+        "recall": s[key + "recall"],
+        "f1": s[key + "f1"],
+        "protocol": "positive/all14/micro",
+        "f1_uncertain_positive": s["clinical/uncertain-positive/all14/micro_f1"],
+        "f1_macro": s["clinical/positive/all14/macro_f1"],
+        "f1_top5": s["clinical/positive/top5/micro_f1"],
+        "bleu_4": s.get("text/bleu_4", math.nan),
+        "rouge_l": s.get("text/rouge_l", math.nan),
+        "n": result["metrics"].get("n"),
+    }
+
+
+def _write_eval(out_dir: Path, result: dict[str, Any], root: Path, examples: int) -> None:
+    from orapo.model.evaluate import write_evaluation
+
+    write_evaluation(result, out_dir, root, examples)
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+__all__ = ["NonFiniteLossError", "Trainer", "nullcontext", "run_training"]

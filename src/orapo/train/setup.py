@@ -1,0 +1,166 @@
+"""Assemble a run: its data, its policy (building the demo base model if asked), the trainer."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from orapo.manifest import Manifest, Study, read_manifest
+from orapo.train.config import DEMO_BASE, TrainConfig
+from orapo.train.data import check_images, select_studies
+
+
+@dataclass
+class TrainData:
+    manifest: Manifest
+    train: list[Study]
+    val: list[Study]
+    test: list[Study]
+
+    @property
+    def root(self) -> Path:
+        return self.manifest.root
+
+
+def manifest_path(cfg: TrainConfig) -> Path:
+    """The manifest a run reads: the recipe's, or the embedded synthetic world's."""
+    if cfg.data.manifest is not None:
+        return Path(cfg.data.manifest)
+    return Path(cfg.data.synth.dir) / "manifest.jsonl"
+
+
+def resolve_data(cfg: TrainConfig, console, *, main_process: bool = True) -> TrainData:
+    """Read (and, for the synthetic world, first generate) the manifest; select the splits."""
+    path = manifest_path(cfg)
+    if cfg.data.manifest is None and not path.is_file() and main_process:
+        from orapo.synth import generate
+
+        s = cfg.data.synth
+        console.print(f"Generating the synthetic chest X-ray world: {s.n} studies in {s.dir}")
+        generate(s.dir, s.n, seed=s.seed, size=s.size, split_fracs=tuple(s.split_fracs))
+    manifest = read_manifest(path)
+    d, seed = cfg.data, cfg.trainer.seed
+    splits = {}
+    for name, split, size in (
+        ("train", d.train_split, d.train_size),
+        ("val", d.val_split, d.val_size),
+        ("test", d.test_split, d.test_size),
+    ):
+        studies = select_studies(manifest, split, size, seed)
+        studies, skipped = check_images(studies, manifest.root, skip_bad=d.skip_bad_images)
+        if skipped:
+            console.print(
+                f"[yellow]{name}: skipped {sum(skipped.values())} studies with bad images: "
+                + ", ".join(f"{n} x {r}" for r, n in skipped.items())
+                + "[/yellow]"
+            )
+        splits[name] = studies
+    console.print(
+        f"Data: {path} - train {len(splits['train'])}, val {len(splits['val'])}, "
+        f"test {len(splits['test'])} studies"
+    )
+    return TrainData(manifest, **splits)
+
+
+def resolve_model(cfg: TrainConfig, data: TrainData, console) -> str:
+    """The model directory to train: the recipe's, or the cached embedded base model."""
+    if cfg.model.name_or_path != DEMO_BASE:
+        return cfg.model.name_or_path
+    from orapo.basemodel.build import ensure_base_model
+
+    return str(ensure_base_model(cfg.base, [s.report for s in data.train], console))
+
+
+def available_trackers(names: list[str], console) -> list[str]:
+    """Keep the trackers whose package is installed; say which were dropped."""
+    packages = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+    kept = []
+    for name in names:
+        if name not in packages:
+            raise ValueError(
+                f"trainer.report_to: unknown tracker {name!r}; valid: {', '.join(packages)}"
+            )
+        if importlib.util.find_spec(packages[name]) is None:
+            console.print(f"[yellow]{name} is not installed: not logging to it[/yellow]")
+            continue
+        kept.append(name)
+    return kept
+
+
+def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console):
+    """Accelerator, policy, optimizer, scheduler, reward, ZRR controller -> Trainer."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from orapo import algorithms as alg
+    from orapo.model import load_policy
+    from orapo.rewards import make_reward
+    from orapo.train.loop import Trainer
+
+    t = cfg.trainer
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    trackers = available_trackers(list(t.report_to), console)
+    acc = Accelerator(log_with=trackers or None, project_dir=str(run_dir))
+    if t.batch_size % acc.num_processes:
+        raise ValueError(
+            f"trainer.batch_size={t.batch_size} must be divisible by the "
+            f"{acc.num_processes} processes"
+        )
+    set_seed(t.seed)
+
+    policy = load_policy(cfg.model, trainable=True)
+    a = cfg.algorithm
+    if not policy.is_lora and a.mode != "sft" and (a.kl_beta > 0 or a.mode == "orapo"):
+        policy.prepare_reference()
+    optimizer = torch.optim.AdamW(
+        policy.trainable_parameters(), lr=t.lr, weight_decay=t.weight_decay
+    )
+    scheduler = get_scheduler(
+        t.lr_schedule,
+        optimizer,
+        num_warmup_steps=t.warmup_steps,
+        num_training_steps=t.steps * t.mu,
+    )
+    model, optimizer, scheduler = acc.prepare(policy.model, optimizer, scheduler)
+    policy.forward_module = model
+    if acc.num_processes > 1:
+        # DDP wants one forward per backward: score a micro-batch's completions in one chunk.
+        per_process = t.batch_size // acc.num_processes
+        policy.config.logprob_chunk_size = max(
+            policy.config.logprob_chunk_size, per_process * (cfg.sampling.k + 1)
+        )
+    reward_fn = make_reward(a.reward, **a.reward_options)
+    controller = alg.ZRRController(
+        alpha=a.zrr_alpha,
+        w_min=a.w_min,
+        w_max=a.w_max,
+        gamma=a.gamma,
+        mode="ema" if a.constant_w is None else "constant",
+        constant_w=a.constant_w or 0.0,
+    )
+    if trackers:
+        from orapo.config_io import to_dict
+
+        flat = _flatten(to_dict(cfg))
+        acc.init_trackers("orapo", config=flat)
+    return Trainer(
+        cfg, run_dir, acc, policy, optimizer, scheduler, reward_fn, controller, data, console
+    )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested config -> flat {"a.b": scalar} (trackers take scalars only)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out[name] = "null" if value is None else value
+        else:
+            out[name] = str(value)
+    return out
