@@ -32,8 +32,10 @@ app.add_typer(data_app, name="data")
 _COMMAND_MODULES: list[tuple[str, typer.Typer]] = [
     ("orapo.synth.cli", data_app),
     ("orapo.datasets.cli", data_app),
+    ("orapo.labeler.cli", app),
     ("orapo.model.cli", app),
     ("orapo.train.cli", app),
+    ("orapo.llm.cli", app),
 ]
 
 

@@ -1,0 +1,76 @@
+"""Clinical labelers: report text -> the 14 CheXpert observations (1 / 0 / -1 / None).
+
+>>> label_report("Mild cardiomegaly. No pleural effusion or pneumothorax.")["Pleural Effusion"]
+0
+
+``LABELERS`` maps names to labeler classes (``"rule"``: :class:`RuleLabeler`); an LLM fact
+extractor can register itself under another name. :func:`get_labeler` builds one by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Protocol, runtime_checkable
+
+from orapo.labeler.rule import (
+    Classified,
+    Cue,
+    Mention,
+    RuleLabeler,
+    aggregate,
+    decide,
+)
+from orapo.labeler.vocab import normalize_text
+from orapo.registry import Registry
+
+__all__ = [
+    "LABELERS",
+    "Classified",
+    "Cue",
+    "Labeler",
+    "Mention",
+    "RuleLabeler",
+    "aggregate",
+    "decide",
+    "get_labeler",
+    "label_report",
+    "normalize_text",
+]
+
+
+@runtime_checkable
+class Labeler(Protocol):
+    """What every labeler provides. Results hold all 14 observation names."""
+
+    name: str
+
+    def label(self, text: str) -> dict[str, int | None]: ...
+
+    def label_batch(self, texts: Sequence[str]) -> list[dict[str, int | None]]: ...
+
+
+from orapo.llm import register as _register_llm  # noqa: E402
+
+LABELERS: Registry = Registry("labeler")
+LABELERS.register("rule")(RuleLabeler)
+# The LLM extractor ("llm", "hybrid"); orapo.llm imports orapo.labeler only inside functions.
+_register_llm(LABELERS)
+
+
+def get_labeler(name: str = "rule", **options) -> Labeler:
+    """Build the labeler registered as ``name`` with ``options`` (unknown names list the valid
+    ones). The default rule labeler with no options is built once and shared."""
+    if name == "rule" and not options:
+        return _default_rule()
+    return LABELERS.get(name)(**options)
+
+
+@lru_cache(maxsize=1)
+def _default_rule() -> RuleLabeler:
+    return RuleLabeler()
+
+
+def label_report(text: str) -> dict[str, int | None]:
+    """Label one report with the shared default rule labeler."""
+    return _default_rule().label(text)
