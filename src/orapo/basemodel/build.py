@@ -3,8 +3,12 @@
 1. A demo Qwen2.5-VL-architecture model (orapo.model.build_demo_model) whose byte-level BPE
    tokenizer is trained on captions and report text: the tokenizer knows the words, as Qwen's
    does, but the model has never been trained to write them.
-2. Supervised pre-training on the general caption world (orapo.basemodel.scenes) with the
-   caption prompt: it learns to look at an image and describe it in sentences.
+2. Supervised pre-training on two tasks, alternating batches:
+   - the general caption world (orapo.basemodel.scenes) with the caption prompt: it learns to
+     look at an image and describe it in sentences;
+   - radiology report text under the report prompt, each report paired with a *random other*
+     chest image (shuffled): it learns how reports are written, but nothing ties what it writes
+     to what the image shows. It cannot read a chest X-ray.
 3. Saved with the report prompt recorded, cached under a key of its settings: a second run (or
    another recipe with the same base settings) reuses it.
 """
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from orapo.train.config import BaseModelSettings
 
-BASE_FORMAT = "orapo-demo-base-v1"
+BASE_FORMAT = "orapo-demo-base-v2"
 DONE_FILE = "base_model.json"
 
 
@@ -34,7 +38,9 @@ def cache_key(settings: BaseModelSettings) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def ensure_base_model(settings: BaseModelSettings, report_texts: Sequence[str], console) -> Path:
+def ensure_base_model(
+    settings: BaseModelSettings, reports: Sequence[tuple[Path, str]], console
+) -> Path:
     """The cached base model directory for ``settings``, built first if absent."""
     target = Path(settings.cache_dir) / f"base-{cache_key(settings)}"
     if (target / DONE_FILE).is_file():
@@ -44,7 +50,7 @@ def ensure_base_model(settings: BaseModelSettings, report_texts: Sequence[str], 
     work = target.with_name(target.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    record = pretrain_base(settings, report_texts, work / "model", console)
+    record = pretrain_base(settings, reports, work / "model", console)
     shutil.copytree(work / "model", target, dirs_exist_ok=False) if not target.exists() else None
     shutil.rmtree(work, ignore_errors=True)
     record["seconds"] = round(time.perf_counter() - started, 1)
@@ -57,9 +63,13 @@ def caption_prompt_path() -> str:
 
 
 def pretrain_base(
-    settings: BaseModelSettings, report_texts: Sequence[str], out_dir: Path, console
+    settings: BaseModelSettings, reports: Sequence[tuple[Path, str]], out_dir: Path, console
 ) -> dict:
-    """Build the untrained demo model, pre-train it on captions, save it to ``out_dir``."""
+    """Build the untrained demo model, pre-train it, save it to ``out_dir``.
+
+    reports: (chest image path, report text) of the training split; the pairing is broken
+    on purpose (each report is shown with a random image).
+    """
     import torch
     from rich.progress import Progress
 
@@ -73,7 +83,7 @@ def pretrain_base(
     untrained = out_dir.parent / "untrained"
     build_demo_model(
         untrained,
-        [c for _, c in captions] + list(report_texts),
+        [c for _, c in captions] + [text for _, text in reports],
         preset=settings.preset,
         seed=settings.seed,
     )
@@ -85,6 +95,11 @@ def pretrain_base(
         ),
         trainable=True,
     )
+    from orapo.train.data import load_image
+
+    caption_prompt, report_prompt = policy.prompt, load_prompt()
+    chest_images = [load_image(path) for path, _ in reports]
+    report_texts = [text for _, text in reports]
     torch.manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=settings.lr)
     warmup = max(1, settings.steps // 20)
@@ -96,11 +111,22 @@ def pretrain_base(
     order = random.Random(settings.seed)
     losses = []
     with Progress(console=console, transient=False) as bar:
-        task = bar.add_task("pre-train base (captions)", total=settings.steps)
+        task = bar.add_task("pre-train base", total=settings.steps)
         for step in range(settings.steps):
-            batch = order.sample(captions, settings.batch_size)
+            if step % 2 == 0 or not reports:  # general captioning
+                batch = order.sample(captions, settings.batch_size)
+                policy.set_prompt(caption_prompt)
+            else:  # radiology text, shown with unrelated chest images
+                batch = list(
+                    zip(
+                        order.sample(chest_images, settings.batch_size),
+                        order.sample(report_texts, settings.batch_size),
+                        strict=True,
+                    )
+                )
+                policy.set_prompt(report_prompt)
             prompts = policy.prompt_batch([im for im, _ in batch])
-            ids, mask = policy.encode_completions([c for _, c in batch])
+            ids, mask = policy.encode_completions([c for _, c in batch], max_tokens=160)
             index = torch.arange(len(batch), device=ids.device)
             loss, _ = sft_loss(policy.completion_logprobs(prompts, ids, mask, index), mask)
             loss.backward()
@@ -109,14 +135,14 @@ def pretrain_base(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-            bar.update(task, advance=1, description=f"pre-train base (captions) loss {losses[-1]:.3f}")
-    policy.set_prompt(load_prompt())
+            bar.update(task, advance=1, description=f"pre-train base, loss {losses[-1]:.3f}")
+    policy.set_prompt(report_prompt)
     policy.save(out_dir)
     shutil.rmtree(untrained, ignore_errors=True)
     tail = losses[-20:]
     return {
         "format": BASE_FORMAT,
         "settings": asdict(settings),
-        "final_caption_loss": sum(tail) / len(tail),
+        "final_loss": sum(tail) / len(tail),
         "parameters": policy.num_parameters(),
     }

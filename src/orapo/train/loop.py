@@ -86,6 +86,7 @@ class Trainer:
         self.step = 0
         self.log = MetricsLog(run_dir, enabled=accelerator.is_main_process)
         self.reward_failures: dict[str, int] = {}
+        self.missing_rewards = 0
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ one step
@@ -174,6 +175,8 @@ class Trainer:
             metrics = {**m_grpo, **m_dpo, **m_mix}
 
         metrics.update(alg.reward_metrics(all_rewards, k, atol=a.zero_atol))
+        self.missing_rewards += int(torch.isnan(all_rewards).sum())
+        metrics["reward/missing_total"] = float(self.missing_rewards)
         metrics.update(self.controller.metrics())
         metrics["mix/w"] = w
         metrics["zrr/raw"] = zrr
@@ -192,7 +195,9 @@ class Trainer:
         )
         index = torch.arange(len(batch.studies), device=ids.device)
         logps = self.policy.completion_logprobs(prompts, ids, mask, index)
-        loss, metrics = alg.sft_loss(logps, mask)
+        # Token mean over the global batch, whatever the number of processes.
+        global_tokens = float(self.acc.gather(mask.sum().reshape(1)).sum())
+        loss, metrics = alg.sft_loss(logps, mask, global_tokens / self.acc.num_processes)
         self.backward_and_step(loss)
         metrics["time/step"] = time.perf_counter() - started
         return metrics
@@ -221,6 +226,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "zrr": self.controller.state_dict(),
             "reward_failures": self.reward_failures,
+            "missing_rewards": self.missing_rewards,
         }
 
     def save(self) -> Path:
@@ -235,6 +241,7 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.controller.load_state_dict(state["zrr"])
         self.reward_failures = dict(state.get("reward_failures", {}))
+        self.missing_rewards = int(state.get("missing_rewards", 0))
         if hasattr(self.reward_fn, "failures"):
             self.reward_fn.failures.update(self.reward_failures)
         self.log.truncate_after(self.step)
@@ -338,6 +345,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     summary["model_dir"] = str(model_dir)
     summary["steps"] = trainer.step
     summary["reward_failures"] = trainer.reward_failures
+    summary["missing_rewards"] = trainer.missing_rewards
     if cfg.eval.after:
         final = trainer.validate(data.test, cfg.data.test_split)
         if final:

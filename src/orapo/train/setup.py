@@ -38,7 +38,9 @@ def resolve_data(cfg: TrainConfig, console, *, main_process: bool = True) -> Tra
 
         s = cfg.data.synth
         console.print(f"Generating the synthetic chest X-ray world: {s.n} studies in {s.dir}")
-        generate(s.dir, s.n, seed=s.seed, size=s.size, split_fracs=tuple(s.split_fracs))
+        generate(
+            s.dir, s.n, seed=s.seed, size=s.size, split_fracs=tuple(s.split_fracs), workers=2
+        )
     manifest = read_manifest(path)
     d, seed = cfg.data, cfg.trainer.seed
     splits = {}
@@ -69,7 +71,8 @@ def resolve_model(cfg: TrainConfig, data: TrainData, console) -> str:
         return cfg.model.name_or_path
     from orapo.basemodel.build import ensure_base_model
 
-    return str(ensure_base_model(cfg.base, [s.report for s in data.train], console))
+    reports = [(s.image_paths(data.root)[0], s.report) for s in data.train]
+    return str(ensure_base_model(cfg.base, reports, console))
 
 
 def available_trackers(names: list[str], console) -> list[str]:
@@ -120,7 +123,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console):
         policy.trainable_parameters(), lr=t.lr, weight_decay=t.weight_decay
     )
     scheduler = get_scheduler(
-        t.lr_schedule,
+        {"constant": "constant_with_warmup"}.get(t.lr_schedule, t.lr_schedule),
         optimizer,
         num_warmup_steps=t.warmup_steps,
         num_training_steps=t.steps * t.mu,
