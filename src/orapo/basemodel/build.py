@@ -6,9 +6,9 @@
 2. Supervised pre-training on two tasks, alternating batches:
    - the general caption world (orapo.basemodel.scenes) with the caption prompt: it learns to
      look at an image and describe it in sentences;
-   - radiology report text under the report prompt, each report paired with a *random other*
-     chest image (shuffled): it learns how reports are written, but nothing ties what it writes
-     to what the image shows. It cannot read a chest X-ray.
+   - radiology report text under the report prompt, shown with a blank image (text without
+     its images): it learns how reports are written, but has never seen a chest X-ray with one,
+     so nothing ties what it writes to what an image shows. It cannot read a chest X-ray.
 3. Saved with the report prompt recorded, cached under a key of its settings: a second run (or
    another recipe with the same base settings) reuses it.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from orapo.train.config import BaseModelSettings
 
-BASE_FORMAT = "orapo-demo-base-v2"
+BASE_FORMAT = "orapo-demo-base-v3"
 DONE_FILE = "base_model.json"
 
 
@@ -67,10 +67,11 @@ def pretrain_base(
 ) -> dict:
     """Build the untrained demo model, pre-train it, save it to ``out_dir``.
 
-    reports: (chest image path, report text) of the training split; the pairing is broken
-    on purpose (each report is shown with a random image).
+    reports: (chest image path, report text) of the training split; only the text is used
+    (each report is shown with a blank image).
     """
     import torch
+    from PIL import Image
     from rich.progress import Progress
 
     from orapo.algorithms import sft_loss
@@ -98,7 +99,8 @@ def pretrain_base(
     from orapo.train.data import load_image
 
     caption_prompt, report_prompt = policy.prompt, load_prompt()
-    chest_images = [load_image(path) for path, _ in reports]
+    size = load_image(reports[0][0]).size if reports else (preset.image_size,) * 2
+    blank = Image.new("RGB", size)
     report_texts = [text for _, text in reports]
     torch.manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=settings.lr)
@@ -116,14 +118,8 @@ def pretrain_base(
             if step % 2 == 0 or not reports:  # general captioning
                 batch = order.sample(captions, settings.batch_size)
                 policy.set_prompt(caption_prompt)
-            else:  # radiology text, shown with unrelated chest images
-                batch = list(
-                    zip(
-                        order.sample(chest_images, settings.batch_size),
-                        order.sample(report_texts, settings.batch_size),
-                        strict=True,
-                    )
-                )
+            else:  # radiology text without its images
+                batch = [(blank, text) for text in order.sample(report_texts, settings.batch_size)]
                 policy.set_prompt(report_prompt)
             prompts = policy.prompt_batch([im for im, _ in batch])
             ids, mask = policy.encode_completions([c for _, c in batch], max_tokens=160)
