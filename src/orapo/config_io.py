@@ -20,6 +20,7 @@ fields, list the valid ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -86,10 +87,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -23,7 +23,9 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step-{step:06d}"
 
 
-def save_checkpoint(accelerator: Any, run_dir: Path, step: int, trainer_state: dict, keep: int) -> Path:
+def save_checkpoint(
+    accelerator: Any, run_dir: Path, step: int, trainer_state: dict, keep: int
+) -> Path:
     """Save a checkpoint for ``step`` (all processes call this; the main one writes files)."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")

@@ -48,7 +48,9 @@ class DataConfig:
     val_split: str = _help("Split for periodic validation.", default="val")
     val_size: int | None = _help("Studies used for periodic validation; null = all.", default=64)
     test_split: str = _help("Split for the before/after evaluation.", default="test")
-    test_size: int | None = _help("Studies used for before/after evaluation; null = all.", default=None)
+    test_size: int | None = _help(
+        "Studies used for before/after evaluation; null = all.", default=None
+    )
     skip_bad_images: bool = _help(
         "Skip (and count) studies whose image is missing or unreadable instead of stopping.",
         default=False,
@@ -146,7 +148,9 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    before: bool = _help("Evaluate the base policy on the test split before training.", default=True)
+    before: bool = _help(
+        "Evaluate the base policy on the test split before training.", default=True
+    )
     after: bool = _help("Evaluate the trained policy on the test split.", default=True)
     max_new_tokens: int = _help("Greedy generation length in evaluation.", default=128)
     examples: int = _help("Example studies in the HTML page.", default=8)

@@ -32,9 +32,7 @@ def study_image(study: Study, root: Path) -> Image.Image:
     return load_image(study.image_paths(root)[0])
 
 
-def select_studies(
-    manifest: Manifest, split: str, size: int | None, seed: int
-) -> list[Study]:
+def select_studies(manifest: Manifest, split: str, size: int | None, seed: int) -> list[Study]:
     """The studies of ``split``; with ``size``, the first ``size`` after a seeded shuffle.
 
     The shuffle makes ``size=400`` a subset of ``size=1000`` for the same seed, as in the

@@ -39,6 +39,33 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclass
+class MicroBatch:
+    """Completions of some of a step's images, scored together: rollouts first, then (when the
+    DPO term is on) the images' ground-truth reports."""
+
+    prompts: Any  # PromptBatch of these images
+    ids: torch.Tensor  # (n, T)
+    mask: torch.Tensor  # (n, T)
+    index: torch.Tensor  # (n,) prompt of each completion
+    rollout_rows: torch.Tensor  # (n_rollouts,) rows of these rollouts in the step's B*K
+    n_rollouts: int
+    t_rollouts: int
+    ref: torch.Tensor | None = None
+    old: torch.Tensor | None = None
+
+    @property
+    def inputs(self) -> tuple:
+        return (self.prompts, self.ids, self.mask, self.index)
+
+
+def _mean_metrics(acc: dict[str, float], new: dict[str, float], j: int) -> dict[str, float]:
+    """Running mean of micro-batch metrics (j = index of ``new``)."""
+    if j == 0:
+        return dict(new)
+    return {key: (acc.get(key, v) * j + v) / (j + 1) for key, v in new.items()}
+
+
+@dataclass
 class Batch:
     """The images and targets of one process's share of a step."""
 
@@ -70,8 +97,19 @@ def pad_cat(a: torch.Tensor, b: torch.Tensor, value: int) -> torch.Tensor:
 class Trainer:
     """Holds the run's parts; :meth:`fit` is the loop. Build with :func:`build_trainer`."""
 
-    def __init__(self, cfg, run_dir, accelerator, policy, optimizer, scheduler, reward_fn,
-                 controller, data, console) -> None:
+    def __init__(
+        self,
+        cfg,
+        run_dir,
+        accelerator,
+        policy,
+        optimizer,
+        scheduler,
+        reward_fn,
+        controller,
+        data,
+        console,
+    ) -> None:
         self.cfg: TrainConfig = cfg
         self.run_dir: Path = run_dir
         self.acc = accelerator
@@ -121,58 +159,67 @@ class Trainer:
         self.controller.update(zrr)
         w = 0.0 if a.mode == "grpo" else self.controller.weight()
         advantages = alg.group_advantages(rewards, k, scale=a.advantage_scale)  # (B*K,)
-        negatives = alg.select_negatives(
-            rewards, a.dpo_negatives, threshold=a.dpo_threshold, atol=a.zero_atol
-        ) if a.dpo_negatives == "below" else alg.select_negatives(
-            rewards, a.dpo_negatives, atol=a.zero_atol
+        negatives = (
+            alg.select_negatives(
+                rewards, a.dpo_negatives, threshold=a.dpo_threshold, atol=a.zero_atol
+            )
+            if a.dpo_negatives == "below"
+            else alg.select_negatives(rewards, a.dpo_negatives, atol=a.zero_atol)
         )
 
-        # 3. Completions scored in one pass: the B*K rollouts, then the B ground-truth reports.
-        n_roll, t_roll = rollouts.completion_ids.shape
-        chosen_ids, chosen_mask = policy.encode_completions(
-            batch.references, max_tokens=cfg.sampling.max_new_tokens
+        # 3. Ground-truth reports as completions (the DPO "chosen"), when the DPO term is on.
+        chosen_ids, chosen_mask = (
+            policy.encode_completions(batch.references, max_tokens=cfg.sampling.max_new_tokens)
+            if w > 0
+            else (None, None)
         )
-        ids = pad_cat(rollouts.completion_ids, chosen_ids, policy.pad_token_id)  # (N, T)
-        mask = pad_cat(rollouts.completion_mask, chosen_mask, 0)  # (N, T)
-        index = torch.cat([rollouts.prompt_index, torch.arange(len(batch.studies))]).to(ids.device)
-        need_ref = a.kl_beta > 0 or w > 0
-        with torch.no_grad():
-            ref = policy.completion_logprobs(prompts, ids, mask, index, reference=True) \
-                if need_ref else None
-            old = policy.completion_logprobs(prompts, ids, mask, index) if cfg.trainer.mu > 1 \
-                else None
+        micro = [
+            self.micro_batch(prompts, rollouts, chosen_ids, chosen_mask, images)
+            for images in self.micro_batches(len(batch.studies))
+        ]
+        with torch.no_grad():  # reference (KL, DPO) and rollout-policy (mu > 1) log-probs
+            for mb in micro:
+                if a.kl_beta > 0 or w > 0:
+                    mb.ref = policy.completion_logprobs(*mb.inputs, reference=True)
+                if cfg.trainer.mu > 1:
+                    mb.old = policy.completion_logprobs(*mb.inputs)
 
-        # 4. Policy update(s) on this batch of rollouts.
+        # 4. Policy update(s) on this batch of rollouts, accumulated over micro-batches.
         metrics: dict[str, float] = {}
         for _ in range(cfg.trainer.mu):
-            logps = policy.completion_logprobs(prompts, ids, mask, index)  # (N, T)
-            roll_lp, chosen_lp = logps[:n_roll, :t_roll], logps[n_roll:]
-            roll_mask, c_mask = mask[:n_roll, :t_roll], mask[n_roll:]
-            l_grpo, m_grpo = alg.grpo_loss(
-                roll_lp,
-                None if old is None else old[:n_roll, :t_roll],
-                advantages,
-                roll_mask,
-                reduction=a.loss_reduction,
-                max_completion_length=cfg.sampling.max_new_tokens,
-                eps_low=a.clip_eps_low,
-                eps_high=a.clip_eps_high,
-                beta=a.kl_beta,
-                ref_logps=None if ref is None or a.kl_beta == 0 else ref[:n_roll, :t_roll],
-            )
-            l_dpo, m_dpo = None, {}
-            if w > 0:
-                l_dpo, m_dpo = alg.dpo_loss(
-                    alg.sequence_logps(chosen_lp, c_mask, a.dpo_length_normalize),
-                    alg.sequence_logps(ref[n_roll:], c_mask, a.dpo_length_normalize),
-                    alg.sequence_logps(roll_lp, roll_mask, a.dpo_length_normalize),
-                    alg.sequence_logps(ref[:n_roll, :t_roll], roll_mask, a.dpo_length_normalize),
-                    negatives,
-                    beta=a.dpo_beta,
+            for j, mb in enumerate(micro):
+                logps = policy.completion_logprobs(*mb.inputs)  # (n, T) rollouts, then chosen
+                n, t = mb.n_rollouts, mb.t_rollouts
+                roll_lp, roll_mask = logps[:n, :t], mb.mask[:n, :t]
+                rows = mb.rollout_rows
+                l_grpo, m_grpo = alg.grpo_loss(
+                    roll_lp,
+                    None if mb.old is None else mb.old[:n, :t],
+                    advantages[rows],
+                    roll_mask,
+                    reduction=a.loss_reduction,
+                    max_completion_length=cfg.sampling.max_new_tokens,
+                    eps_low=a.clip_eps_low,
+                    eps_high=a.clip_eps_high,
+                    beta=a.kl_beta,
+                    ref_logps=None if a.kl_beta == 0 else mb.ref[:n, :t],
                 )
-            loss, m_mix = alg.orapo_loss(l_grpo, l_dpo, w)
-            self.backward_and_step(loss)
-            metrics = {**m_grpo, **m_dpo, **m_mix}
+                l_dpo, m_dpo = None, {}
+                if w > 0:
+                    norm = a.dpo_length_normalize
+                    c_mask = mb.mask[n:]
+                    l_dpo, m_dpo = alg.dpo_loss(
+                        alg.sequence_logps(logps[n:], c_mask, norm),
+                        alg.sequence_logps(mb.ref[n:], c_mask, norm),
+                        alg.sequence_logps(roll_lp, roll_mask, norm),
+                        alg.sequence_logps(mb.ref[:n, :t], roll_mask, norm),
+                        negatives[rows],
+                        beta=a.dpo_beta,
+                    )
+                loss, m_mix = alg.orapo_loss(l_grpo, l_dpo, w)
+                self.backward(loss / len(micro), last=j == len(micro) - 1)
+                metrics = _mean_metrics(metrics, {**m_grpo, **m_dpo, **m_mix}, j)
+            self.optimizer_step()
 
         metrics.update(alg.reward_metrics(all_rewards, k, atol=a.zero_atol))
         self.missing_rewards += int(torch.isnan(all_rewards).sum())
@@ -198,18 +245,46 @@ class Trainer:
         # Token mean over the global batch, whatever the number of processes.
         global_tokens = float(self.acc.gather(mask.sum().reshape(1)).sum())
         loss, metrics = alg.sft_loss(logps, mask, global_tokens / self.acc.num_processes)
-        self.backward_and_step(loss)
+        self.backward(loss, last=True)
+        self.optimizer_step()
         metrics["time/step"] = time.perf_counter() - started
         return metrics
 
-    def backward_and_step(self, loss: torch.Tensor) -> None:
+    def micro_batches(self, b: int) -> list[list[int]]:
+        """Split this process's B images into ``trainer.grad_accum`` contiguous groups."""
+        parts = self.cfg.trainer.grad_accum
+        size = -(-b // parts)
+        return [list(range(i, min(i + size, b))) for i in range(0, b, size)]
+
+    def micro_batch(self, prompts, rollouts, chosen_ids, chosen_mask, images) -> MicroBatch:
+        """The completions of images ``images``: their K rollouts each, then their ground truth."""
+        k = rollouts.k
+        rows = torch.tensor(
+            [i * k + j for i in images for j in range(k)], device=prompts.input_ids.device
+        )
+        ids, mask = rollouts.completion_ids[rows], rollouts.completion_mask[rows]
+        index = torch.arange(len(images), device=ids.device).repeat_interleave(k)
+        t = ids.shape[1]
+        if chosen_ids is not None:
+            sel = torch.tensor(images, device=ids.device)
+            ids = pad_cat(ids, chosen_ids[sel], self.policy.pad_token_id)
+            mask = pad_cat(mask, chosen_mask[sel], 0)
+            index = torch.cat([index, torch.arange(len(images), device=ids.device)])
+        return MicroBatch(prompts.select(images), ids, mask, index, rows, len(rows), t)
+
+    def backward(self, loss: torch.Tensor, *, last: bool) -> None:
+        """Backward of one micro-batch's loss; gradients are synchronised on the last one."""
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the loss is {float(loss)} at step {self.step + 1}; nothing was applied. The "
+                f"the loss is {float(loss.detach())} at step {self.step + 1}; nothing was applied. The "
                 f"last good checkpoint is in {self.run_dir / 'checkpoints'}. Lower trainer.lr, "
                 "check the rewards, or raise trainer.max_grad_norm clipping."
             )
-        self.acc.backward(loss)
+        context = nullcontext() if last else self.acc.no_sync(self.policy.forward_module)
+        with context:
+            self.acc.backward(loss)
+
+    def optimizer_step(self) -> None:
         if self.cfg.trainer.max_grad_norm > 0:
             norm = self.acc.clip_grad_norm_(
                 self.policy.trainable_parameters(), self.cfg.trainer.max_grad_norm
@@ -231,7 +306,10 @@ class Trainer:
 
     def save(self) -> Path:
         return save_checkpoint(
-            self.acc, self.run_dir, self.step, self.trainer_state(),
+            self.acc,
+            self.run_dir,
+            self.step,
+            self.trainer_state(),
             keep=self.cfg.trainer.keep_checkpoints,
         )
 
@@ -328,7 +406,9 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
         if "base" in previous:
             summary["base"] = previous["base"]
     elif cfg.eval.before:
-        console.print(f"Evaluating the base policy on {len(data.test)} {cfg.data.test_split} studies")
+        console.print(
+            f"Evaluating the base policy on {len(data.test)} {cfg.data.test_split} studies"
+        )
         base = trainer.validate(data.test, cfg.data.test_split)
         if base:
             summary["base"] = _headline(base)
@@ -395,4 +475,4 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-__all__ = ["NonFiniteLossError", "Trainer", "nullcontext", "run_training"]
+__all__ = ["NonFiniteLossError", "Trainer", "run_training"]

@@ -67,14 +67,16 @@ def dry_run_report(cfg: TrainConfig, run_dir: Path, console) -> bool:
                         problems.append(f"data: {path} has no studies in split {split!r}")
                 missing = [s.id for s in m.studies[:50] if not s.image_paths(m.root)[0].exists()]
                 if missing:
-                    problems.append(f"data: images missing for {len(missing)} of the first 50 "
-                                    f"studies (e.g. {missing[0]})")
+                    problems.append(
+                        f"data: images missing for {len(missing)} of the first 50 "
+                        f"studies (e.g. {missing[0]})"
+                    )
             except ManifestError as err:
                 problems.append(str(err))
     name = cfg.model.name_or_path
-    if name != DEMO_BASE and (name.startswith((".", "/", "~")) or Path(name).exists()):
-        if not Path(name).expanduser().is_dir():
-            problems.append(f"model.name_or_path: {name} is not a directory")
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
+    if name != DEMO_BASE and looks_local and not Path(name).expanduser().is_dir():
+        problems.append(f"model.name_or_path: {name} is not a directory")
     console.print(f"run directory: {run_dir}")
     for p in problems:
         console.print(f"[red]problem:[/red] {p}")
@@ -101,8 +103,13 @@ def print_before_after(summary: dict, console) -> None:
         r = summary.get(name)
         if r:
             table.add_row(
-                name, f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
-                f"{r['f1_macro']:.3f}", f"{r['f1_uncertain_positive']:.3f}", str(r["n"]),
+                name,
+                f"{r['precision']:.3f}",
+                f"{r['recall']:.3f}",
+                f"{r['f1']:.3f}",
+                f"{r['f1_macro']:.3f}",
+                f"{r['f1_uncertain_positive']:.3f}",
+                str(r["n"]),
             )
     console.print(table)
     console.print(f"run: {summary['run_dir']}  ({summary.get('wall_seconds', '?')} s)")

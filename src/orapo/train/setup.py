@@ -38,9 +38,7 @@ def resolve_data(cfg: TrainConfig, console, *, main_process: bool = True) -> Tra
 
         s = cfg.data.synth
         console.print(f"Generating the synthetic chest X-ray world: {s.n} studies in {s.dir}")
-        generate(
-            s.dir, s.n, seed=s.seed, size=s.size, split_fracs=tuple(s.split_fracs), workers=2
-        )
+        generate(s.dir, s.n, seed=s.seed, size=s.size, split_fracs=tuple(s.split_fracs), workers=2)
     manifest = read_manifest(path)
     d, seed = cfg.data, cfg.trainer.seed
     splits = {}

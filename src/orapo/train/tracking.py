@@ -73,9 +73,7 @@ def write_plots(run_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, title, keys in PLOTS:
-        series = {
-            k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in keys
-        }
+        series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in keys}
         series = {k: v for k, v in series.items() if v}
         if not series:
             continue
