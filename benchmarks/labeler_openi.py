@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/labeler_openi.py                 # both halves, ours vs naive
     .venv/bin/python benchmarks/labeler_openi.py --half dev --errors "Pleural Effusion"
+    .venv/bin/python benchmarks/labeler_openi.py --half dev --differential positive
 
 Data: ``../shared/data/openi/openi-dev-reports.tgz`` (the development split, 3,156 reports),
 read directly with :mod:`tarfile`; nothing is copied. Each report's text is
@@ -35,14 +36,17 @@ The MeSH -> observation mapping is a judgement (also in ``docs/labeler.md``):
   Instruments, Sutures, Pacemaker, Heart Valve Prosthesis -> Support Devices.
 * Ambiguous headings exclude the report for the observations they may or may not mean (unless
   a clean heading makes it positive): Cardiomegaly/borderline, Cardiac Shadow (not enlarged),
-  Pericardial Effusion, Heart Failure -> Cardiomegaly; Cardiomegaly, Cardiac Shadow, Aorta
+  Pericardial Effusion, Heart Failure, Heart Atria / Heart Ventricles (enlarged, prominent,
+  dilated: a chamber enlargement may or may not come with an enlarged silhouette) ->
+  Cardiomegaly; Cardiomegaly, Cardiac Shadow, Aorta
   (enlarged/prominent/dilated), Mediastinum (lymph nodes), Shift, Mass/mediastinum ->
   Enlarged Cardiomediastinum; Opacity, Airspace Disease, Infiltrate, Density/lung ->
   Consolidation and Pneumonia, and Consolidation <-> Pneumonia; Consolidation, Pneumonia,
   Atelectasis, Edema, Pulmonary Congestion, Cicatrix (lung), Markings, Lung/interstitial,
-  Thickening (lung), Pulmonary Fibrosis, Lung Diseases, Interstitial, Nodule, Mass, Density
-  (not lung, not bone) -> Lung Opacity; Calcified Granuloma, Granuloma, Granulomatous Disease,
-  Calcinosis/lung, round Density, Nipple Shadow, Cavitation, pleural Nodule -> Lung Lesion;
+  Thickening (lung), Pulmonary Fibrosis, Fibrosis, Lung Diseases, Interstitial, Nodule, Mass,
+  Density (not lung, not bone) -> Lung Opacity; Calcified Granuloma, Granuloma, Granulomatous
+  Disease, Calcinosis/lung, round Density, Nipple Shadow, Cavitation, pleural Nodule -> Lung
+  Lesion;
   Pulmonary Congestion, Heart Failure -> Edema; Volume Loss -> Atelectasis;
   Costophrenic Angle, Pleura, Density/pleura|costophrenic angle -> Pleural Effusion and
   Pleural Other, pleural Nodule -> Pleural Other; Deformity (bone) -> Fracture; Foreign
@@ -177,6 +181,10 @@ def term_meaning(term: str) -> tuple[set[str], set[str]]:
         enlarged = "enlarged" in q and "borderline" not in q
         (pos if enlarged else amb).add("Cardiomegaly")
         amb.add("Enlarged Cardiomediastinum")
+    elif h in ("Heart Atria", "Heart Ventricles"):
+        # A named chamber enlargement may or may not come with an enlarged silhouette.
+        if q & {"enlarged", "prominent", "dilated", "dilatation", "hypertrophy"}:
+            amb.add("Cardiomegaly")
     elif h in ("Pericardial Effusion", "Heart Failure"):
         amb.add("Cardiomegaly")
         if h == "Heart Failure":
@@ -223,7 +231,7 @@ def term_meaning(term: str) -> tuple[set[str], set[str]]:
     elif h == "Pulmonary Congestion":
         amb.update({"Edema", "Lung Opacity"})
     elif (
-        h in ("Markings", "Pulmonary Fibrosis", "Lung Diseases, Interstitial")
+        h in ("Markings", "Pulmonary Fibrosis", "Fibrosis", "Lung Diseases, Interstitial")
         or h == "Lung"
         and "interstitial" in q
     ):
@@ -496,6 +504,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         help="count uncertain (-1) predictions as positive",
     )
     ap.add_argument(
+        "--differential",
+        choices=("uncertain", "positive"),
+        default="uncertain",
+        help="how ours reads a finding named in a differential ('atelectasis versus "
+        "infiltrate'): uncertain (CheXpert's convention, the default) or positive (as the "
+        "MeSH coders code it); positive measures how much of the gap differentials explain",
+    )
+    ap.add_argument(
         "--naive-window",
         type=int,
         default=0,
@@ -514,7 +530,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     reports = load_reports(args.tgz)
-    rule = get_labeler("rule")
+    rule = get_labeler("rule", differential=args.differential)
     labelers = {"ours": rule.label, "naive": NaiveLabeler(args.naive_window).label}
     halves = {"both": ("dev", "check"), "all": ("all",)}.get(args.half, (args.half,))
     n_uncoded = sum(1 for r in reports if mesh_judgement(r.major) is None)
@@ -524,6 +540,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         f"{n_empty} without text (loaded in {time.perf_counter() - t0:.1f} s)"
     )
     mode = "1 or -1" if args.uncertain_positive else "1 only"
+    if args.differential != "uncertain":
+        mode += f"; ours reads differentials as {args.differential}"
     for half in halves:
         subset = [r for r in reports if half in ("all", r.half)]
         gold, preds, results = run(subset, labelers, args.uncertain_positive)

@@ -207,6 +207,58 @@ def test_differential(lab):
     }
 
 
+def test_same_observation_on_both_sides_is_no_differential(lab):
+    assert states(lab, "Atelectasis or collapse of the left lower lobe.") == {"Atelectasis": 1}
+    # a nodular opacity is Lung Lesion and Lung Opacity: only the lesion is in doubt
+    assert states(lab, "Nodular opacity or infiltrate.") == {"Lung Opacity": 1, "Lung Lesion": -1}
+    reasons = [c.reason for c in lab.classify("Nodular opacity or infiltrate.")]
+    assert "same observation on both sides of 'or'" in reasons
+    assert "differential 'or'" in reasons
+
+
+def test_differential_option():
+    positive = RuleLabeler(differential="positive")
+    assert positive.differential == "positive"
+    assert states(positive, "Scarring or atelectasis in the left base.") == {"Atelectasis": 1}
+    assert states(positive, "Atelectasis versus pneumonia.") == {
+        "Atelectasis": 1,
+        "Pneumonia": 1,
+    }
+    # other hedges and negations still decide
+    assert states(positive, "May represent atelectasis or pneumonia.") == {
+        "Atelectasis": -1,
+        "Pneumonia": -1,
+    }
+    assert states(positive, "No effusion or pneumothorax.")["Pneumothorax"] == 0
+    with pytest.raises(ValueError, match="differential must be one of"):
+        RuleLabeler(differential="maybe")
+
+
+def test_colon_before_a_state_word_is_no_sentence_end(lab):
+    assert [s for _, s in sentences("pneumothorax: none. findings: no effusion")] == [
+        "pneumothorax: none",
+        " findings",
+        " no effusion",
+    ]
+    assert states(lab, "Pneumothorax: none.") == {"No Finding": 1, "Pneumothorax": 0}
+    assert states(lab, "Heart size: enlarged.") == {"Cardiomegaly": 1}
+    assert states(lab, "Lines/tubes: none.")["Support Devices"] == 0
+
+
+def test_post_cue_reaches_a_subject_over_its_own_predicate(lab):
+    text = (
+        "Consolidation, atelectasis, and costophrenic XXXX blunting in the left lower lobe "
+        "have cleared in the interval."
+    )
+    assert states(lab, text) == {
+        "No Finding": 1,
+        "Consolidation": 0,
+        "Atelectasis": 0,
+        "Pleural Effusion": 0,
+    }
+    assert states(lab, "Left costophrenic blunting cannot be excluded.") == {"Pleural Effusion": -1}
+
+
 def test_subjects_take_their_predicate(lab):
     assert states(lab, "Heart size is normal.")["Cardiomegaly"] == 0
     assert states(lab, "The heart is mildly enlarged.")["Cardiomegaly"] == 1
@@ -244,6 +296,8 @@ def test_decide_conflict_rules():
     assert decide("subject", "negation", None, False, 1) == 1  # clause
     assert decide("subject", "negation", None, False, 1, clause=False) == 0
     assert decide("subject", "uncertainty", None, False, 1, clause=False) == -1
+    assert decide("subject", None, "negation", False, -1, clause=False) == 0
+    assert decide("subject", None, "negation", False, 1) == 1  # clause: a statement of its own
 
 
 def test_classify_accepts_stage_one_output(lab):
@@ -361,6 +415,46 @@ TRICKY: list[tuple[str, dict[str, int]]] = [
     ("Pneumonia is a possibility.", {"Pneumonia": -1}),
     ("Nondisplaced fractures may not be demonstrated.", {"Fracture": -1}),
     ("Low lung volumes with bibasilar atelectasis.", {"Atelectasis": 1}),
+    # partial resolution: still there
+    ("Nearly resolved right pneumothorax.", {"Pneumothorax": 1}),
+    ("The left pneumothorax has almost completely resolved.", {"Pneumothorax": 1}),
+    ("Near complete resolution of the right effusion.", {"Pleural Effusion": 1}),
+    ("Findings could represent nearly resolved pneumonia.", {"Pneumonia": -1}),
+    ("Pneumothorax has resolved.", {"Pneumothorax": 0}),
+    # new since the last study, not absent
+    ("A 9 mm right lower lobe nodule, not seen on prior exams.", {"Lung Lesion": 1}),
+    ("Left midlung opacity, not well seen on the prior study.", {"Lung Opacity": 1}),
+    ("The previously seen nodule is not seen on today's exam.", {"Lung Lesion": 0}),
+    # likelihood words
+    ("Atelectasis, less likely pneumonia.", {"Atelectasis": 1, "Pneumonia": -1}),
+    ("Atelectasis is favored over pneumonia.", {"Atelectasis": 1, "Pneumonia": -1}),
+    ("A small left effusion is favored.", {"Pleural Effusion": 1}),
+    ("Pneumonia is unlikely.", {"Pneumonia": 0}),
+    ("Pneumonia would be a consideration.", {"Pneumonia": -1}),
+    ("Correlate clinically for pneumonia.", {"Pneumonia": -1}),
+    ("Lack of pleural effusion.", {"Pleural Effusion": 0}),
+    ("Skin fold mimicking a pneumothorax.", {"Pneumothorax": 0}),
+    ("The heart is not significantly enlarged.", {"Cardiomegaly": 0}),
+    ("The heart size is near the upper limits of normal.", {"Cardiomegaly": 0}),
+    ("The cardiomediastinal silhouette is stable and enlarged.", {"Enlarged Cardiomediastinum": 1}),
+    # phrasing families of the rarer observations
+    ("The pleura is thickened on the left.", {"Pleural Other": 1}),
+    ("Thickening of the right minor fissure.", {"Pleural Other": 1}),
+    ("Stable left lateral pleural thickening or scarring.", {"Pleural Other": 1}),
+    ("The right paratracheal stripe is widened.", {"Enlarged Cardiomediastinum": 1}),
+    ("Mild convexity of the right mediastinal contour.", {"Enlarged Cardiomediastinum": 1}),
+    ("Suggestion of a deep sulcus sign on the right.", {"Pneumothorax": -1}),
+    ("Right upper lobe fibronodular infiltrate.", {"Lung Lesion": 1, "Lung Opacity": 1}),
+    ("Masslike opacity in the right upper lobe.", {"Lung Lesion": 1, "Lung Opacity": 1}),
+    ("Infectious infiltrate in the lingula.", {"Pneumonia": 1, "Lung Opacity": 1}),
+    ("Findings of congestive failure.", {"Edema": 1}),
+    ("Fluid tracking into the right minor fissure.", {"Pleural Effusion": 1}),
+    ("Broken left 5th rib.", {"Fracture": 1}),
+    ("Broken sternal wires.", {}),
+    ("Callus formation along the left 5th rib.", {"Fracture": 1}),
+    ("Mild anterior wedging of a midthoracic vertebral body.", {"Fracture": -1}),
+    ("Collapsed right lower lobe.", {"Atelectasis": 1}),
+    ("Left-sided dual-XXXX cardiac XXXX in stable position.", {"Support Devices": 1}),
 ]
 
 

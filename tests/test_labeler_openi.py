@@ -53,6 +53,12 @@ def test_mesh_judgement_clean_and_ambiguous(bench):
     assert j["No Finding"] is None  # devices alone do not make a report abnormal
     j = bench.mesh_judgement(["Density/ribs/right/focal"])
     assert j["Lung Opacity"] == 0
+    # a named chamber enlargement may or may not come with an enlarged silhouette
+    j = bench.mesh_judgement(["Heart Atria/enlarged/left"])
+    assert j["Cardiomegaly"] is None and j["Edema"] == 0
+    assert bench.mesh_judgement(["Heart Ventricles/left/prominent"])["Cardiomegaly"] is None
+    assert bench.mesh_judgement(["Heart Atria", "Cardiomegaly"])["Cardiomegaly"] == 1
+    assert bench.mesh_judgement(["Fibrosis/diffuse"])["Lung Opacity"] is None
 
 
 def test_naive_baseline(bench):

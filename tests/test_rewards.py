@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import subprocess
 import sys
 import types
@@ -196,7 +197,8 @@ def test_facts_reward_worked_batch():
     completions = [
         "Cardiomegaly. No pneumothorax.",  # {C+} vs gold {C+, PE+}: P 1, R 1/2, F2 = 5/9
         "   ",  # empty generation: 0
-        "Heart size normal.",  # nothing mentioned: No Finding, as the reference
+        "Heart size normal.",  # the fake labeler finds nothing: no facts (orapo's No Finding
+        # rule needs a mention), against the reference's No Finding: 0
         [{"role": "assistant", "content": "Cardiomegaly and pleural effusion."}],  # TRL chat form
         "Possible pleural effusion.",  # uncertain counts as present: {PE+}, F2 = 5/9 again
     ]
@@ -207,11 +209,11 @@ def test_facts_reward_worked_batch():
         prompts=["p"] * 5,  # TRL passes more keywords: accepted, ignored
         trainer_state=None,
     )
-    assert scores == pytest.approx([5 / 9, 0.0, 1.0, 1.0, 5 / 9])
+    assert scores == pytest.approx([5 / 9, 0.0, 0.0, 1.0, 5 / 9])
     assert reward.failures == {}
     m = reward.metrics()
-    assert m["reward/facts_f_beta"] == pytest.approx((5 / 9 * 2 + 2) / 5)
-    assert m["reward/facts_precision"] == pytest.approx(4 / 5)  # the empty one has P = 0
+    assert m["reward/facts_f_beta"] == pytest.approx((5 / 9 * 2 + 1) / 5)
+    assert m["reward/facts_precision"] == pytest.approx(3 / 5)  # no predicted facts: P = 0
     assert m["reward/facts_failed"] == 0.0
     # one labelling batch for the reference text, one for the distinct completions
     assert labeler.batches == [
@@ -333,3 +335,123 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- FactS with the LLM extractor -----------------------------------------------------------
+
+
+class FailingLLMLabeler(FakeLabeler):
+    """label_batch raises orapo.llm.LLMError, as LLMLabeler(fallback=False) does when the
+    model gave up on some report; label() would also work, and is counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.single: list[str] = []
+
+    def label(self, text):
+        self.single.append(text)
+        return super().label(text)
+
+    def label_batch(self, texts):
+        from orapo.llm import LLMError
+
+        self.batches.append(list(texts))
+        raise LLMError("timeout", "2 of 2 reports could not be labelled; fallback is off")
+
+
+def test_facts_reward_fails_an_llm_error_batch_without_retrying_one_by_one():
+    labeler = FailingLLMLabeler()
+    reward = FactsReward(labeler)
+    scores = reward(["Edema.", "Cardiomegaly.", "Edema."], labels=[{"Edema": 1}] * 3)
+    assert scores == [None, None, None]
+    assert reward.failures == {"llm error": 3}
+    assert labeler.batches == [["Edema.", "Cardiomegaly."]] and labeler.single == []
+    assert reward.metrics()["reward/facts_failed"] == 3.0
+    # references labelled through the same path fail the same way, without per-text calls
+    assert reward(["Edema."], reference=["Mild edema."]) == [None]
+    assert labeler.single == [] and reward.failures == {"llm error": 4}
+
+
+def test_facts_reward_with_a_failing_llm_server_waits_one_deadline_not_one_per_text():
+    import time
+
+    from orapo.llm import LLMLabeler
+    from orapo.llm.fake_server import FakeChatServer
+
+    texts = [f"Mild edema, case {i}. [fault:timeout]" for i in range(4)]
+    with (
+        FakeChatServer(hang_seconds=30.0) as server,
+        LLMLabeler(
+            "fake-facts", server.base_url, fallback=False, timeout=0.5, deadline=0.8,
+            concurrency=4, breaker_threshold=0, trust_env=False,
+        ) as labeler,
+    ):  # fmt: skip
+        reward = FactsReward(labeler)
+        start = time.monotonic()
+        scores = reward(texts, labels=[{"Edema": 1}] * 4)
+        elapsed = time.monotonic() - start
+        asked = {r.body["messages"][-1]["content"] for r in server.chat_requests()}
+    assert scores == [None] * 4 and reward.failures == {"llm error": 4}
+    # one batch: about one deadline (0.8 s); one by one after it would add 4 x 0.8 s
+    assert elapsed < 2.0, elapsed
+    assert len(asked) == 4
+
+
+RECIPE_SNIPPET = re.compile(r"```yaml\n(algorithm:\n  reward: facts\n.*?)```", re.S)
+
+
+def test_recipe_snippet_in_docs_builds_an_llm_facts_reward(tmp_path):
+    from pathlib import Path
+
+    from orapo.llm import LLMLabeler
+    from orapo.llm.fake_server import FakeChatServer
+    from orapo.train.run import load_train_config
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "llm.md"
+    snippet = RECIPE_SNIPPET.search(docs.read_text(encoding="utf-8"))
+    assert snippet is not None, "docs/llm.md lost its reward_options YAML example"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(snippet.group(1))
+    with FakeChatServer() as server:
+        prefix = "algorithm.reward_options.labeler_options"
+        cfg, _ = load_train_config(
+            recipe,
+            [
+                f"{prefix}.base_url={server.base_url}",
+                f"{prefix}.model=fake-facts",
+                f"{prefix}.cache_path={tmp_path / 'c.sqlite'}",
+            ],
+            tmp_path / "run",
+            None,
+        )
+        a = cfg.algorithm
+        assert a.reward_options["labeler_name"] == "llm"
+        reward = make_reward(a.reward, **a.reward_options)
+        try:
+            assert isinstance(reward.labeler, LLMLabeler) and reward.labeler.model == "fake-facts"
+            assert reward.labeler.fallback and reward.labeler.concurrency == 16
+            scores = reward(
+                ["Mild cardiomegaly. No effusion.", "No effusion."],
+                reference=["Moderate cardiomegaly. Small left pleural effusion."] * 2,
+            )
+            # fake model: ref facts {Cardiomegaly, Pleural Effusion}; F_2 = 5PR / (4P + R)
+            assert scores == pytest.approx([5 * 1 * 0.5 / (4 * 1 + 0.5), 0.0])
+            assert len(server.chat_requests()) == 3
+        finally:
+            reward.labeler.close()
+
+
+def test_facts_reward_takes_a_labeler_name_as_labeler(monkeypatch):
+    calls = []
+
+    def get_labeler(name="rule", **options):
+        calls.append((name, options))
+        return FakeLabeler()
+
+    monkeypatch.setitem(
+        sys.modules, "orapo.labeler", types.SimpleNamespace(get_labeler=get_labeler)
+    )
+    make_reward("facts", labeler="hybrid", labeler_options={"model": "m"})
+    assert calls == [("hybrid", {"model": "m"})]
+    with pytest.raises(ValueError, match="disagree"):
+        make_reward("facts", labeler="llm", labeler_name="hybrid")

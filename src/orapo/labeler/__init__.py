@@ -3,8 +3,9 @@
 >>> label_report("Mild cardiomegaly. No pleural effusion or pneumothorax.")["Pleural Effusion"]
 0
 
-``LABELERS`` maps names to labeler classes (``"rule"``: :class:`RuleLabeler`); an LLM fact
-extractor can register itself under another name. :func:`get_labeler` builds one by name.
+``LABELERS`` maps names to labeler factories: ``"rule"`` (:class:`RuleLabeler`), and the LLM
+fact extractor's ``"llm"`` and ``"hybrid"`` (``orapo.llm``, docs/llm.md). :func:`get_labeler`
+builds one by name.
 """
 
 from __future__ import annotations

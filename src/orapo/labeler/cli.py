@@ -5,6 +5,8 @@
     orapo label data/manifest.jsonl                  # a manifest: text = FINDINGS + IMPRESSION
     cat reports.jsonl | orapo label -                # stdin
     orapo label --text "Mild cardiomegaly. No effusion."
+    orapo label reports.jsonl --extractor llm --model gpt-4o-mini \
+        --base-url https://api.openai.com/v1           # the LLM fact extractor (docs/llm.md)
 
 Output: JSONL, one line per input record in input order,
 ``{"id": ..., "labels": {"No Finding": 1 | 0 | -1 | null, ...}}`` with all 14 names.
@@ -15,9 +17,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,87 @@ from typing import Any
 import typer
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+#: Extractors that take the LLM options (``orapo.llm`` registers them into ``LABELERS``).
+LLM_EXTRACTORS: tuple[str, ...] = ("llm", "hybrid")
+
+#: Records per ``label_batch`` call of an LLM extractor (deduped and cached per call).
+LLM_CHUNK = 256
+
+
+def default_llm_cache() -> Path:
+    """The per-user LLM answer cache: ``$XDG_CACHE_HOME/orapo/llm-cache.sqlite``, by default
+    ``~/.cache/orapo/llm-cache.sqlite`` (a relative ``XDG_CACHE_HOME`` is ignored, as the XDG
+    spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "orapo" / "llm-cache.sqlite"
+
+
+def llm_options(
+    extractor: str,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    cache: Path | None = None,
+    no_cache: bool = False,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    no_fallback: bool = False,
+    price_in: float | None = None,
+    price_out: float | None = None,
+) -> dict[str, Any]:
+    """The ``LLMLabeler`` keyword options the CLI flags ask for (unset flags keep its defaults).
+
+    For an extractor outside :data:`LLM_EXTRACTORS` any LLM flag is an error
+    (``typer.BadParameter`` naming the flags); for an LLM extractor the cache defaults to
+    :func:`default_llm_cache` unless ``no_cache``.
+    """
+    given = {
+        "--base-url": base_url,
+        "--model": model,
+        "--api-key-env": api_key_env,
+        "--cache": cache,
+        "--no-cache": True if no_cache else None,
+        "--concurrency": concurrency,
+        "--timeout": timeout,
+        "--deadline": deadline,
+        "--no-fallback": True if no_fallback else None,
+        "--price-in": price_in,
+        "--price-out": price_out,
+    }
+    named = [flag for flag, value in given.items() if value is not None]
+    if extractor not in LLM_EXTRACTORS:
+        if named:
+            raise typer.BadParameter(
+                f"{', '.join(named)} only apply to the LLM extractors "
+                f"({', '.join(LLM_EXTRACTORS)}), not to {extractor!r}"
+            )
+        return {}
+    if cache is not None and no_cache:
+        raise typer.BadParameter("give --cache PATH or --no-cache, not both")
+    keys = {
+        "--base-url": "base_url",
+        "--model": "model",
+        "--api-key-env": "api_key_env",
+        "--concurrency": "concurrency",
+        "--timeout": "timeout",
+        "--deadline": "deadline",
+        "--price-in": "price_per_1k_input",
+        "--price-out": "price_per_1k_output",
+    }
+    options: dict[str, Any] = {
+        key: given[flag] for flag, key in keys.items() if given[flag] is not None
+    }
+    if "model" not in options:
+        raise typer.BadParameter(
+            f"the {extractor!r} extractor needs --model (the model name the server serves)"
+        )
+    options["cache_path"] = None if no_cache else (cache or default_llm_cache())
+    options["fallback"] = not no_fallback
+    return options
 
 
 class BadRecord(ValueError):
@@ -140,20 +224,40 @@ def _open_input(source: str) -> tuple[io.TextIOBase, str, Path | None]:
     return path.open(encoding="utf-8", newline=""), str(path), path
 
 
-def _print_table(text: str, labels: dict, classified: list, labeler_name: str) -> None:
+STATE_WORDS = {1: "positive", 0: "negative", -1: "uncertain", None: ""}
+
+
+def _rule_evidence(classified: list) -> dict[str, list[str]]:
+    """Per observation, the rule labeler's mentions with their states and reasons."""
+    evidence: dict[str, list[str]] = {}
+    for c in classified:
+        if c.mention.observation is not None and c.state is not None:
+            evidence.setdefault(c.mention.observation, []).append(
+                f"{c.mention.text!r} -> {STATE_WORDS[c.state]} ({c.reason})"
+            )
+    return evidence
+
+
+def _fact_evidence(facts: Sequence[Any], source: str, reason: str | None) -> dict[str, list[str]]:
+    """Per observation, an LLM extraction's facts (``source``: llm, cache, rule, fallback)."""
+    where = f"{source}: {reason}" if reason else source
+    evidence: dict[str, list[str]] = {}
+    for fact in facts:
+        if fact.observation is not None:
+            evidence.setdefault(fact.observation, []).append(
+                f"{fact.text!r} -> {STATE_WORDS[fact.state]} ({where})"
+            )
+    return evidence
+
+
+def _print_table(labels: dict, evidence: dict[str, list[str]], labeler_name: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from orapo.observations import OBSERVATIONS
 
-    names = {1: "positive", 0: "negative", -1: "uncertain", None: ""}
+    names = STATE_WORDS
     style = {1: "bold red", 0: "green", -1: "yellow", None: "dim"}
-    evidence: dict[str, list[str]] = {}
-    for c in classified:
-        if c.mention.observation is not None and c.state is not None:
-            evidence.setdefault(c.mention.observation, []).append(
-                f"{c.mention.text!r} -> {names[c.state]} ({c.reason})"
-            )
     table = Table(title=f"{labeler_name} labeler", show_lines=False)
     table.add_column("observation")
     table.add_column("label", justify="right")
@@ -184,8 +288,13 @@ def label(
     text: str | None = typer.Option(
         None, "--text", help="Label this one text and print a readable table instead."
     ),
-    labeler_name: str = typer.Option(
-        "rule", "--labeler", help="Labeler to use (registered names; see orapo.labeler.LABELERS)."
+    extractor: str = typer.Option(
+        "rule",
+        "--extractor",
+        "--labeler",
+        help="Extractor (labeler) by registered name: rule, llm (a chat model through any "
+        "OpenAI-compatible server), hybrid (the model only where the rule labeler is uncertain "
+        "or finds nothing). --labeler is an alias.",
     ),
     skip_bad: bool = typer.Option(
         False,
@@ -198,28 +307,151 @@ def label(
         "--format",
         help="Input format: auto (by file suffix, else by the first character), jsonl or csv.",
     ),
+    base_url: str | None = typer.Option(
+        None,
+        "--base-url",
+        help="LLM: API root of the OpenAI-compatible server, ending in /v1 "
+        "(default: http://127.0.0.1:8000/v1).",
+        show_default=False,
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="LLM: the model name the server serves (required).",
+        show_default=False,
+    ),
+    api_key_env: str | None = typer.Option(
+        None,
+        "--api-key-env",
+        help="LLM: environment variable holding the API key; unset or empty: no auth header "
+        "(default: OPENAI_API_KEY).",
+        show_default=False,
+    ),
+    cache: Path | None = typer.Option(
+        None,
+        "--cache",
+        help="LLM: SQLite answer cache, shared across runs and processes "
+        "(default: $XDG_CACHE_HOME/orapo/llm-cache.sqlite, else "
+        "~/.cache/orapo/llm-cache.sqlite).",
+        show_default=False,
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="LLM: no persistent answer cache (batches still dedupe)."
+    ),
+    concurrency: int | None = typer.Option(
+        None,
+        "--concurrency",
+        min=1,
+        help="LLM: requests in flight at most (default: 8).",
+        show_default=False,
+    ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        help="LLM: seconds for one request (default: 30).",
+        show_default=False,
+    ),
+    deadline: float | None = typer.Option(
+        None,
+        "--deadline",
+        help="LLM: seconds per report, all retries and waits together (default: 60).",
+        show_default=False,
+    ),
+    no_fallback: bool = typer.Option(
+        False,
+        "--no-fallback",
+        help="LLM: a report the model cannot label fails the command (exit 1; the answers "
+        "that arrived stay cached) instead of being labelled by the rule labeler.",
+    ),
+    price_in: float | None = typer.Option(
+        None,
+        "--price-in",
+        min=0.0,
+        help="LLM: price per 1,000 prompt tokens, for the cost in the summary (default: 0).",
+        show_default=False,
+    ),
+    price_out: float | None = typer.Option(
+        None,
+        "--price-out",
+        min=0.0,
+        help="LLM: price per 1,000 completion tokens, for the cost in the summary (default: 0).",
+        show_default=False,
+    ),
 ) -> None:
-    """Label reports with the 14 CheXpert observations (1 / 0 / -1 / null)."""
+    """Label reports with the 14 CheXpert observations (1 / 0 / -1 / null).
+
+    With --extractor llm or hybrid, a token/cost/cache/fallback summary goes to stderr.
+    """
     from orapo.labeler import LABELERS, get_labeler
     from orapo.manifest import atomic_write_text
 
-    if labeler_name not in LABELERS:
+    if extractor not in LABELERS:
         valid = ", ".join(LABELERS.names())
-        raise typer.BadParameter(f"unknown labeler {labeler_name!r}; valid: {valid}")
+        raise typer.BadParameter(f"unknown extractor {extractor!r}; valid: {valid}")
     if fmt not in ("auto", "jsonl", "csv"):
         raise typer.BadParameter(f"--format must be auto, jsonl or csv, got {fmt!r}")
     if (text is None) == (input is None):
         raise typer.BadParameter("give either INPUT or --text (exactly one)")
-    labeler = get_labeler(labeler_name)
+    options = llm_options(
+        extractor,
+        base_url=base_url,
+        model=model,
+        api_key_env=api_key_env,
+        cache=cache,
+        no_cache=no_cache,
+        concurrency=concurrency,
+        timeout=timeout,
+        deadline=deadline,
+        no_fallback=no_fallback,
+        price_in=price_in,
+        price_out=price_out,
+    )
+    records: list[Record] = []
+    skipped: Counter = Counter()
+    if input is not None:  # read (and reject bad input) before any server is asked
+        records, skipped = _read_records(input, field, fmt, skip_bad)
+    labeler = _build(extractor, options, get_labeler)
+    try:
+        if text is not None:
+            _label_one(labeler, text, extractor)
+            return
+        lines = _label_records(labeler, records, show_progress=output is not None)
+    except typer.Exit:
+        raise
+    except Exception as error:
+        from orapo.llm import LLMError
 
-    if text is not None:
-        labels = labeler.label(text)
-        classified = labeler.classify(text) if hasattr(labeler, "classify") else []
-        _print_table(text, labels, classified, labeler_name)
-        return
+        if not isinstance(error, LLMError):
+            raise
+        _llm_summary(labeler)
+        typer.echo(f"error: {error} [{error.reason}]", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        close = getattr(labeler, "close", None)
+        if close is not None:
+            close()
+    out_text = "".join(lines)
+    if output is not None:
+        atomic_write_text(output, out_text)
+    else:
+        sys.stdout.write(out_text)
+        sys.stdout.flush()
+    if skipped:
+        total = sum(skipped.values())
+        typer.echo(f"skipped {total} bad record{'s' if total != 1 else ''}:", err=True)
+        for reason, count in skipped.most_common():
+            typer.echo(f"  {count} x {reason}", err=True)
+    _llm_summary(labeler)
+    if output is not None:
+        typer.echo(f"labeled {len(records)} records -> {output}", err=True)
 
-    assert input is not None
-    fh, name, path = _open_input(input)
+
+def _read_records(
+    source: str, field: str, fmt: str, skip_bad: bool
+) -> tuple[list[Record], Counter]:
+    """The good records of ``source`` and the skipped ones by reason; a bad record without
+    ``skip_bad`` stops the command (exit 1) naming ``file:line``."""
+    fh, name, path = _open_input(source)
     try:
         content = fh.read()
     finally:
@@ -238,38 +470,73 @@ def label(
             skipped[str(item).split(": ", 1)[-1]] += 1
             continue
         records.append(item)
+    return records, skipped
 
-    lines = _label_records(labeler, records, show_progress=output is not None)
-    out_text = "".join(lines)
-    if output is not None:
-        atomic_write_text(output, out_text)
+
+def _build(extractor: str, options: dict[str, Any], get_labeler: Any) -> Any:
+    """The labeler; a bad LLM option (or a missing model) is a usage error naming it."""
+    if extractor not in LLM_EXTRACTORS:
+        return get_labeler(extractor)
+    from orapo.llm import LLMError
+
+    try:
+        return get_labeler(extractor, **options)
+    except (LLMError, ValueError, OSError) as error:  # OSError: a cache folder not writable
+        raise typer.BadParameter(str(error)) from None
+
+
+def _label_one(labeler: Any, text: str, extractor: str) -> None:
+    """``--text``: the labels as a table, with the evidence the extractor can show."""
+    if hasattr(labeler, "extract_batch"):
+        result = labeler.extract_batch([text])[0]
+        labels, evidence = result.labels, _fact_evidence(result.facts, result.source, result.reason)
     else:
-        sys.stdout.write(out_text)
-        sys.stdout.flush()
-    if skipped:
-        total = sum(skipped.values())
-        typer.echo(f"skipped {total} bad record{'s' if total != 1 else ''}:", err=True)
-        for reason, count in skipped.most_common():
-            typer.echo(f"  {count} x {reason}", err=True)
-    if output is not None:
-        typer.echo(f"labeled {len(records)} records -> {output}", err=True)
+        labels = labeler.label(text)
+        classified = labeler.classify(text) if hasattr(labeler, "classify") else []
+        evidence = _rule_evidence(classified)
+    _print_table(labels, evidence, extractor)
+    _llm_summary(labeler)
 
 
-def _label_records(labeler, records: list[Record], show_progress: bool) -> list[str]:
-    def one(r: Record) -> str:
-        return json.dumps({"id": r.id, "labels": labeler.label(r.text)}, ensure_ascii=False) + "\n"
+def _llm_summary(labeler: Any) -> None:
+    """An LLM extractor's token / cost / cache / fallback summary, on stderr."""
+    summary = getattr(labeler, "summary", None)
+    if summary is not None:
+        typer.echo(summary().format(), err=True)
 
-    if not show_progress or len(records) < 2000:
-        return [one(r) for r in records]
+
+def _label_records(labeler: Any, records: list[Record], show_progress: bool) -> list[str]:
+    """One JSONL line per record, in order. The rule labeler goes record by record; an LLM
+    extractor gets chunks of :data:`LLM_CHUNK` records (each deduped, cached and asked
+    ``concurrency`` at a time)."""
+
+    def line(r: Record, labels: dict) -> str:
+        return json.dumps({"id": r.id, "labels": labels}, ensure_ascii=False) + "\n"
+
+    llm = hasattr(labeler, "extract_batch")
+    chunk = LLM_CHUNK if llm else 500
+    show = show_progress and len(records) >= (chunk if llm else 2000)
+    out: list[str] = []
+
+    def run(advance: Any) -> None:
+        for start in range(0, len(records), chunk):
+            part = records[start : start + chunk]
+            if llm:
+                labels = labeler.label_batch([r.text for r in part])
+            else:
+                labels = [labeler.label(r.text) for r in part]
+            out.extend(line(r, lab) for r, lab in zip(part, labels, strict=True))
+            advance(len(part))
+
+    if not show:
+        run(lambda n: None)
+        return out
+    from rich.console import Console
     from rich.progress import Progress
 
-    out = []
-    with Progress(transient=True) as bar:
+    with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("labeling", total=len(records))
-        for i, r in enumerate(records):
-            out.append(one(r))
-            if i % 500 == 499:
-                bar.advance(task, 500)
+        run(lambda n: bar.advance(task, n))
     return out
 
 

@@ -69,6 +69,7 @@ CUE_KINDS: tuple[str, ...] = (
     "normal",  # subject predicate -> negative ("normal", "clear", "within normal limits")
     "abnormal",  # subject predicate -> positive ("enlarged", "widened")
     "borderline",  # subject predicate -> uncertain ("borderline", "blunted")
+    "inert",  # "nearly resolved": holds a cue word, is no cue; matched so that it is masked
 )
 _BIT = {kind: 1 << i for i, kind in enumerate(CUE_KINDS)}
 NEG_PRE, NEG_POST = _BIT["negation_pre"], _BIT["negation_post"]
@@ -91,13 +92,23 @@ MAX_CHAIN = 12
 #: Gaps longer than this are never a list gap or an attachment gap.
 MAX_GAP_CHARS = 60
 DEFAULT_CACHE_SIZE = 65536
+#: How a finding named in a differential ("A versus B") is read (``RuleLabeler(differential=)``).
+DIFFERENTIAL_MODES: tuple[str, ...] = ("uncertain", "positive")
 #: Longer sentences are not cached (they rarely repeat, and would hold memory).
 MAX_CACHED_CHARS = 1000
 
-#: Sentence ends: . ; : ! ? before a space or the end ("vs." is not one), a blank line, or a
-#: line break before a list marker ("1.", "2)", "-", "*").
+#: Words after a colon that say the state of what comes before it ("pneumothorax: none",
+#: "heart size: normal"): such a colon is no sentence end.
+COLON_STATES = (
+    "none|negative|absent|normal|unremarkable|clear|enlarged|widened|borderline|intact|not|"
+    "within|wnl"
+)
+#: Sentence ends: . ; : ! ? before a space or the end ("vs." is not one; nor is a colon before
+#: one of :data:`COLON_STATES`), a blank line, or a line break before a list marker ("1.",
+#: "2)", "-", "*").
 SENTENCE_END = re.compile(
-    r"(?<![^a-z]vs)(?<!^vs)[.;:!?](?=\s|$)|\n[ \t]*\n|\n(?=[ \t]*(?:[0-9]+[.)]|[-*\u2022]))"
+    r"(?<![^a-z]vs)(?<!^vs)(?:[.;!?]|:(?![ \t]+(?:" + COLON_STATES + r")(?![a-z0-9])))(?=\s|$)"
+    r"|\n[ \t]*\n|\n(?=[ \t]*(?:[0-9]+[.)]|[-*\u2022]))"
 )
 _GAP_TOKEN = re.compile(r"[a-z0-9'/]+|[^\sa-z0-9'/]")
 _LAST_CONJUNCTION = re.compile(r"(?s:.*)(?<![a-z0-9])(?:and|or|nor)(?![a-z0-9])")
@@ -164,6 +175,7 @@ class _Span:
         "pre",
         "post",
         "diff",
+        "diff_obs",
         "predicate",
         "predicate_post",
         "predicate_clause",
@@ -176,6 +188,7 @@ class _Span:
         self.pre: _CueHit | None = None
         self.post: _CueHit | None = None
         self.diff: _CueHit | None = None
+        self.diff_obs: frozenset[str] = frozenset()  # observations a differential hedges
         self.predicate: _CueHit | None = None
         self.predicate_post = False
         self.predicate_clause = True
@@ -203,8 +216,9 @@ def decide(
     ``pre``/``post``: ``"negation"``, ``"uncertainty"`` or None (the nearest scoped cue before
     / the list cue after). Subjects take their predicate's state; when the predicate is part of
     a noun phrase (``clause`` False: "enlarged heart", "costophrenic blunting", no verb in
-    between) a pre-cue still reaches it ("no costophrenic blunting" -> 0), while a predicate
-    clause ("no effusion, the heart is enlarged") is a statement of its own. For other
+    between) a pre- or post-cue still reaches it ("no costophrenic blunting" -> 0,
+    "costophrenic blunting has resolved" -> 0, "possible enlarged heart" -> -1), while a
+    predicate clause ("no effusion, the heart is enlarged") is a statement of its own. For other
     mentions, uncertainty beats negation ("no definite X; X cannot be excluded"), negation
     beats a differential ("no effusion or pneumothorax"), and a hedged (``uncertain``) phrase
     that nothing negates stays uncertain.
@@ -219,13 +233,17 @@ def decide(
     True
     >>> decide("subject", "negation", None, False, -1, clause=False)
     0
+    >>> decide("subject", None, "negation", False, -1, clause=False)
+    0
     """
     if kind == "subject":
         if predicate is None or clause or predicate == NEGATIVE:
             return predicate
-        if pre == "negation":
+        if "uncertainty" in (pre, post):
+            return UNCERTAIN
+        if "negation" in (pre, post):
             return NEGATIVE
-        return UNCERTAIN if pre == "uncertainty" else predicate
+        return predicate
     if "uncertainty" in (pre, post):
         return UNCERTAIN
     if "negation" in (pre, post):
@@ -307,6 +325,10 @@ class RuleLabeler:
     """CheXpert-style rule labeler over the vocabulary in ``vocab_dir``.
 
     ``cache_size``: how many distinct sentences' results :meth:`label` keeps (0: no cache).
+    ``differential``: ``"uncertain"`` (default, CheXpert's convention): a finding named in a
+    differential ("atelectasis versus infiltrate", "scarring or atelectasis") is uncertain;
+    ``"positive"``: it counts as present unless something else hedges or negates it (how
+    Open-i's MeSH coders code such reports; ``benchmarks/labeler_openi.py --differential``).
 
     >>> RuleLabeler().label("Mild cardiomegaly. No pleural effusion.")["Cardiomegaly"]
     1
@@ -315,8 +337,17 @@ class RuleLabeler:
     name = "rule"
 
     def __init__(
-        self, vocab_dir: str | Path | None = None, cache_size: int = DEFAULT_CACHE_SIZE
+        self,
+        vocab_dir: str | Path | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        differential: str = "uncertain",
     ) -> None:
+        if differential not in DIFFERENTIAL_MODES:
+            raise ValueError(
+                f"differential must be one of {', '.join(DIFFERENTIAL_MODES)}, got {differential!r}"
+            )
+        self.differential = differential
+        self._hedge_differentials = differential == "uncertain"
         self.vocab_dir = Path(vocab_dir) if vocab_dir else VOCAB_DIR
         self.mentions, self._meanings = self._compile_mentions()
         self.cues = self._compile_cues()
@@ -431,7 +462,7 @@ class RuleLabeler:
             self._reach(s, spans, self._cue_hits(s))
             for span in spans:
                 for m, state in self._states(span, s, offset):
-                    out.append(Classified(m, state, _reason(m.kind, span, s)))
+                    out.append(Classified(m, state, _reason(m, span, s)))
         return out
 
     def _reach(self, s: str, spans: list[_Span], hits: list[_CueHit]) -> None:
@@ -480,17 +511,24 @@ class RuleLabeler:
                 continue
             yield (
                 m,
-                decide(m.kind, pre, post, span.diff is not None, predicate, span.predicate_clause),
+                decide(
+                    m.kind,
+                    pre,
+                    post,
+                    self._hedge_differentials and m.observation in span.diff_obs,
+                    predicate,
+                    span.predicate_clause,
+                ),
             )
 
     def _gap(self, s: str, a: int, b: int, words: frozenset[str]) -> bool | None:
-        """Is ``s[a:b]`` made only of ``words``, commas, hyphens and brackets? None if not,
+        """Is ``s[a:b]`` made only of ``words``, commas, hyphens, brackets and colons? None if not,
         else whether it holds a conjunction."""
         if b - a > MAX_GAP_CHARS:
             return None
         conj = False
         for tok in _GAP_TOKEN.findall(s, a, b):
-            if tok in ",-()":
+            if tok in ",-():":
                 continue
             if tok not in words:
                 return None
@@ -540,9 +578,17 @@ class RuleLabeler:
             # part of a location, not the target.
             while k > 0 and _bare_subject(spans[k]) and h.start - spans[k - 1].end <= MAX_GAP_CHARS:
                 k -= 1
-        if k < 0 or self._gap(s, spans[k].end, h.start, self.attach_words) is None:
+        if k < 0:
             return
-        clause = self._has_verb(s, spans[k].end, h.start)
+        a = spans[k].end
+        said = spans[k].predicate
+        if slot == "post" and said is not None and a <= said.start and said.end <= h.start:
+            # "costophrenic blunting in the left base has cleared": the subject's own
+            # predicate is part of the item the post-cue is about.
+            a = said.end
+        if self._gap(s, a, h.start, self.attach_words) is None:
+            return
+        clause = self._has_verb(s, a, h.start)
         for span in self._chain(s, spans, k, -1):
             if slot == "post":
                 if span.post is None:
@@ -570,10 +616,15 @@ class RuleLabeler:
         if n < len(spans) and self._gap(s, h.end, spans[n].start, self.list_words) is not None:
             sides.append(spans[n])
         # At least one side must be a finding ("scarring versus atelectasis"). Negation still
-        # wins over it: "no effusion or pneumothorax".
+        # wins over it: "no effusion or pneumothorax". An observation named on both sides is
+        # not in doubt ("atelectasis or collapse", "infiltrate or opacity"): only the others
+        # are hedged.
         if any(sp.meaning.finding for sp in sides):
-            for sp in sides:
+            names = [frozenset(name for name, _ in sp.meaning.pairs) for sp in sides]
+            both = names[0] & names[1] if len(names) == 2 else frozenset()
+            for sp, own in zip(sides, names, strict=True):
                 sp.diff = sp.diff or h
+                sp.diff_obs = sp.diff_obs | (own - both)
 
     # ----------------------------------------------------------------------------------------
     # The whole pipeline
@@ -590,9 +641,9 @@ class RuleLabeler:
             pre = _polarity(span.pre)
             post = _polarity(span.post)
             predicate = _predicate_state(span.predicate)
-            diff = span.diff is not None
+            hedged = span.diff_obs if self._hedge_differentials else frozenset()
             for name, kind in span.meaning.pairs:
-                state = decide(kind, pre, post, diff, predicate, span.predicate_clause)
+                state = decide(kind, pre, post, name in hedged, predicate, span.predicate_clause)
                 if state is not None:
                     out.append((name, state))
         return tuple(out)
@@ -679,10 +730,11 @@ def _predicate_state(h: _CueHit | None) -> int | None:
     return None
 
 
-def _reason(kind: str, span: _Span, s: str) -> str:
+def _reason(m: Mention, span: _Span, s: str) -> str:
     def quote(h: _CueHit) -> str:
         return repr(s[h.start : h.end])
 
+    kind = m.kind
     if kind == "unmention":
         return "unmention"
     if kind == "subject":
@@ -695,7 +747,10 @@ def _reason(kind: str, span: _Span, s: str) -> str:
     if span.post is not None:
         parts.append(f"{_polarity(span.post)} {quote(span.post)} after")
     if span.diff is not None:
-        parts.append(f"differential {quote(span.diff)}")
+        if m.observation in span.diff_obs:
+            parts.append(f"differential {quote(span.diff)}")
+        else:
+            parts.append(f"same observation on both sides of {quote(span.diff)}")
     if kind == "uncertain":
         parts.append("hedged phrase")
     return "; ".join(parts) or "affirmed"

@@ -187,7 +187,9 @@ class FactsReward:
     Args:
         labeler: an object with ``label(text)`` and ``label_batch(texts)`` returning label dicts
             (``orapo.labeler.Labeler``). None: ``orapo.labeler.get_labeler(labeler_name,
-            **labeler_options)``, imported here, lazily.
+            **labeler_options)``, imported here, lazily (a recipe's ``reward_options:
+            {labeler_name: llm, labeler_options: {model: ..., base_url: ...}}``); a string is
+            taken as ``labeler_name``.
         beta: the F_beta weight (> 1 favours recall).
         negatives, uncertain, no_finding: :class:`FactOptions` (module docstring).
         cache_size: reference texts whose labels are kept (each is seen K times per step).
@@ -200,7 +202,7 @@ class FactsReward:
 
     def __init__(
         self,
-        labeler: Labeler | None = None,
+        labeler: Labeler | str | None = None,
         *,
         labeler_name: str = "rule",
         labeler_options: Mapping[str, Any] | None = None,
@@ -212,6 +214,12 @@ class FactsReward:
     ) -> None:
         if not beta > 0:
             raise ValueError(f"beta must be > 0, got {beta}")
+        if isinstance(labeler, str):  # a name, as YAML recipes write it ({labeler: rule})
+            if labeler_name not in ("rule", labeler):
+                raise ValueError(
+                    f"labeler={labeler!r} and labeler_name={labeler_name!r} disagree; give one"
+                )
+            labeler, labeler_name = None, labeler
         if labeler is None:
             from orapo.labeler import get_labeler
 
@@ -239,7 +247,13 @@ class FactsReward:
             raise SampleError(f"bad {what}", str(error)) from None
 
     def _label_texts(self, texts: Sequence[str]) -> list[LabelDict | Exception]:
-        """Label distinct texts in one batch; on a batch failure, one by one (isolating it)."""
+        """Label distinct texts in one batch; on a batch failure, one by one (isolating it).
+
+        Except when the batch failed with ``orapo.llm.LLMError`` (an LLM labeler with fallback
+        off gave up after its retries and deadline): every text of the batch is then failed
+        (reason ``"llm error"``) at once, since asking again one by one would wait up to one
+        deadline per text within a training step.
+        """
         if not texts:
             return []
         try:
@@ -247,6 +261,15 @@ class FactsReward:
             if len(batch) != len(texts):
                 raise ValueError(f"label_batch returned {len(batch)} results for {len(texts)}")
         except Exception as error:
+            if _is_llm_error(error):
+                logger.warning(
+                    "labeler %r: label_batch failed (%s); %d texts not scored",
+                    getattr(self.labeler, "name", "?"),
+                    error,
+                    len(texts),
+                )
+                failed = SampleError("llm error", f"{getattr(error, 'reason', '?')}: {error}")
+                return [failed] * len(texts)
             logger.warning(
                 "labeler %r: label_batch failed (%r); labelling one by one",
                 getattr(self.labeler, "name", "?"),
@@ -357,6 +380,16 @@ class FactsReward:
             "reward/facts_f_beta": mean([s.f_beta for s in valid]),
             "reward/facts_failed": float(len(self.last_scores) - len(valid)),
         }
+
+
+def _is_llm_error(error: Exception) -> bool:
+    """Whether ``error`` is an ``orapo.llm.LLMError`` (imported only when a batch failed, so
+    ``orapo.rewards`` stays free of the labeler packages)."""
+    if not any(c.__module__.startswith("orapo.llm") for c in type(error).__mro__):
+        return False
+    from orapo.llm import LLMError
+
+    return isinstance(error, LLMError)
 
 
 def _or_error(fn: Callable[..., Any], *args: Any) -> Any:
