@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # The main job on the embedded default.
 demo: $(STAMP)
-	$(BIN)/orapo demo
+	$(BIN)/orapo train
 
 # The test suite (what .ci/run calls).
 test: $(STAMP)
