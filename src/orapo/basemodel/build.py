@@ -3,12 +3,9 @@
 1. A demo Qwen2.5-VL-architecture model (orapo.model.build_demo_model) whose byte-level BPE
    tokenizer is trained on captions and report text: the tokenizer knows the words, as Qwen's
    does, but the model has never been trained to write them.
-2. Supervised pre-training on three tasks, in turn:
+2. Supervised pre-training on two tasks, alternating batches:
    - the general caption world (orapo.basemodel.scenes) with the caption prompt: it learns to
      look at an image and describe it in sentences;
-   - plain-language descriptions of chest-like pictures (orapo.basemodel.lay), drawn from the
-     synthetic world with a seed of their own (never the studies it trains or is tested on),
-     with the caption prompt: it learns to see what is in such a picture, in lay words;
    - radiology report text under the report prompt, shown with a blank image (text without
      its images): it learns how reports are written, but has never seen a chest X-ray with one,
      so nothing ties what it writes to what an image shows. It cannot read a chest X-ray.
@@ -31,9 +28,7 @@ from pathlib import Path
 
 from orapo.train.config import BaseModelSettings
 
-BASE_FORMAT = "orapo-demo-base-v4"
-#: Seed offset of the lay-description pictures: a world of their own, not the training data.
-LAY_SEED = 7_000_003
+BASE_FORMAT = "orapo-demo-base-v3"
 DONE_FILE = "base_model.json"
 
 
@@ -80,18 +75,16 @@ def pretrain_base(
     from rich.progress import Progress
 
     from orapo.algorithms import sft_loss
-    from orapo.basemodel.lay import lay_dataset
     from orapo.basemodel.scenes import caption_dataset
     from orapo.model import LoraSettings, ModelConfig, build_demo_model, load_policy, load_prompt
     from orapo.model.demo import get_preset
 
     preset = get_preset(settings.preset)
     captions = caption_dataset(settings.n_captions, preset.image_size, settings.seed)
-    lay = lay_dataset(settings.n_lay, preset.image_size, LAY_SEED + settings.seed)
     untrained = out_dir.parent / "untrained"
     build_demo_model(
         untrained,
-        [c for _, c in captions] + [c for _, c in lay] + [text for _, text in reports],
+        [c for _, c in captions] + [text for _, text in reports],
         preset=settings.preset,
         seed=settings.seed,
     )
@@ -114,23 +107,16 @@ def pretrain_base(
     warmup = max(1, settings.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / warmup)
-            * 0.5
-            * (1 + math.cos(math.pi * min(1.0, s / settings.steps)))
-        ),
+        lambda s: min(1.0, (s + 1) / warmup)
+        * 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps))),
     )
     order = random.Random(settings.seed)
     losses = []
     with Progress(console=console, transient=False) as bar:
-        bar_task = bar.add_task("pre-train base", total=settings.steps)
+        task = bar.add_task("pre-train base", total=settings.steps)
         for step in range(settings.steps):
-            task = step % 3
-            if task == 0 or (task == 2 and not reports):  # general captioning
+            if step % 2 == 0 or not reports:  # general captioning
                 batch = order.sample(captions, settings.batch_size)
-                policy.set_prompt(caption_prompt)
-            elif task == 1:  # chest-like pictures in lay words
-                batch = order.sample(lay, settings.batch_size)
                 policy.set_prompt(caption_prompt)
             else:  # radiology text without its images
                 batch = [(blank, text) for text in order.sample(report_texts, settings.batch_size)]
@@ -145,7 +131,7 @@ def pretrain_base(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-            bar.update(bar_task, advance=1, description=f"pre-train base, loss {losses[-1]:.3f}")
+            bar.update(task, advance=1, description=f"pre-train base, loss {losses[-1]:.3f}")
     policy.set_prompt(report_prompt)
     policy.save(out_dir)
     shutil.rmtree(untrained, ignore_errors=True)

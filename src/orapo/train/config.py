@@ -68,14 +68,11 @@ class BaseModelSettings:
     cache_dir: str = _help("Where the built base model is cached.", default="data/base-model")
     preset: str = _help("Demo architecture preset (orapo.model).", default="demo")
     steps: int = _help(
-        "Pre-training steps, in turn: captions, lay descriptions, report text.", default=450
+        "Pre-training steps, alternating captioning and shuffled-report batches.", default=400
     )
     batch_size: int = _help("Pre-training batch size.", default=32)
     lr: float = _help("Pre-training learning rate.", default=2e-3)
     n_captions: int = _help("Size of the general-domain caption world.", default=3000)
-    n_lay: int = _help(
-        "Chest-like pictures described in lay words (a world of their own).", default=2000
-    )
     seed: int = _help("Seed for the base model's world and initialisation.", default=0)
 
 
