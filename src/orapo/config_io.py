@@ -3,15 +3,9 @@
 A recipe is a YAML file whose sections mirror a tree of dataclasses. Every field is documented
 once, in ``field(metadata={"help": ...})``; :func:`describe` prints that documentation.
 
->>> from dataclasses import dataclass, field
->>> @dataclass
-... class Opt:
-...     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
->>> @dataclass
-... class Run:
-...     opt: Opt = field(default_factory=Opt)
->>> cfg = from_dict(Run, apply_overrides({}, ["opt.lr=5e-4"]))
->>> cfg.opt.lr
+>>> from orapo.train.config import TrainConfig
+>>> cfg = from_dict(TrainConfig, apply_overrides({}, ["trainer.lr=5e-4"]))
+>>> cfg.trainer.lr
 0.0005
 
 Unknown fields and wrong types are errors that name the full field path and, for unknown

@@ -89,9 +89,7 @@ class AnswerCache:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         try:
-            conn = self._conn()
-            conn.execute(_CREATE)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn, version = self._open_schema()
         except sqlite3.DatabaseError as error:
             self.close()
             raise ValueError(
@@ -106,6 +104,31 @@ class AnswerCache:
                 f"{self.path}: cache schema version {version}, this orapo reads "
                 f"{SCHEMA_VERSION}; use another cache_path or delete this file"
             )
+
+    def _open_schema(self) -> tuple[sqlite3.Connection, int]:
+        """Connect and create the table. Switching a new file to WAL while another process
+        does the same can fail at once with "database is locked" (SQLite's busy timeout does
+        not cover it), so that one error is retried until ``busy_timeout``."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn = self._conn()
+                conn.execute(_CREATE)
+                return conn, conn.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                self._drop_thread_connection()
+                time.sleep(0.02)
+
+    def _drop_thread_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            conn.close()
+            self._local.conn = None
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -276,8 +276,8 @@ class Trainer:
         """Backward of one micro-batch's loss; gradients are synchronised on the last one."""
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the loss is {float(loss.detach())} at step {self.step + 1}; nothing was applied. The "
-                f"last good checkpoint is in {self.run_dir / 'checkpoints'}. Lower trainer.lr, "
+                f"the loss is {float(loss.detach())} at step {self.step + 1}; nothing was "
+                f"applied. The last good checkpoint is in {self.run_dir / 'checkpoints'}. Lower trainer.lr, "
                 "check the rewards, or raise trainer.max_grad_norm clipping."
             )
         context = nullcontext() if last else self.acc.no_sync(self.policy.forward_module)
