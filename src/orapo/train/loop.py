@@ -277,8 +277,8 @@ class Trainer:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the loss is {float(loss.detach())} at step {self.step + 1}; nothing was "
-                f"applied. The last good checkpoint is in {self.run_dir / 'checkpoints'}. Lower trainer.lr, "
-                "check the rewards, or raise trainer.max_grad_norm clipping."
+                f"applied. The last good checkpoint is in {self.run_dir / 'checkpoints'}. "
+                "Lower trainer.lr, check the rewards, or raise trainer.max_grad_norm clipping."
             )
         context = nullcontext() if last else self.acc.no_sync(self.policy.forward_module)
         with context:
