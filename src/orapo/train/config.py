@@ -68,7 +68,7 @@ class BaseModelSettings:
     cache_dir: str = _help("Where the built base model is cached.", default="data/base-model")
     preset: str = _help("Demo architecture preset (orapo.model).", default="demo")
     steps: int = _help(
-        "Pre-training steps, alternating captioning and shuffled-report batches.", default=400
+        "Pre-training steps, alternating captions and report text (blank image).", default=400
     )
     batch_size: int = _help("Pre-training batch size.", default=32)
     lr: float = _help("Pre-training learning rate.", default=2e-3)

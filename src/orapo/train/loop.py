@@ -424,6 +424,11 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     acc.wait_for_everyone()
     summary["model_dir"] = str(model_dir)
     summary["steps"] = trainer.step
+    labeler = getattr(trainer.reward_fn, "labeler", None)
+    if hasattr(labeler, "summary"):  # the LLM extractor: requests, tokens, cost, cache, fallbacks
+        stats = labeler.summary()
+        console.print(stats.format())
+        summary["llm"] = stats.as_metrics(prefix="")
     summary["reward_failures"] = trainer.reward_failures
     summary["missing_rewards"] = trainer.missing_rewards
     if cfg.eval.after:
