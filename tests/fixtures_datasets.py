@@ -21,7 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-OPENI_TGZ = Path("/work/shared/data/openi/openi-dev-reports.tgz")
+# shared/ lies beside the repository (as in CI); never copied into it.
+OPENI_TGZ = Path(__file__).resolve().parents[2] / "shared/data/openi/openi-dev-reports.tgz"
 
 CHEXPERT_ORDER = (
     "Atelectasis",
