@@ -48,6 +48,7 @@ def overrides(world, **extra) -> list[str]:
     base = {
         "data.manifest": str(manifest),
         "model.name_or_path": str(model),
+        "model.lora.train_vision": "false",
         "data.train_size": 16,
         "data.val_size": 4,
         "data.test_size": 8,
