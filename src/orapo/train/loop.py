@@ -327,19 +327,24 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def validate(self, studies: list[Study], split: str) -> dict[str, Any]:
         """Greedy reports on ``studies``, scored (main process; others wait)."""
+        from rich.progress import Progress
+
         from orapo.model import evaluate_policy
 
         result: dict[str, Any] = {}
         if self.acc.is_main_process:
-            result = evaluate_policy(
-                self.policy,
-                studies,
-                self.data.root,
-                batch_size=self.cfg.trainer.eval_batch_size,
-                max_new_tokens=self.cfg.eval.max_new_tokens,
-                skip_bad_images=self.cfg.data.skip_bad_images,
-                split=split,
-            )
+            with Progress(console=self.console, transient=True) as bar:
+                task = bar.add_task(f"evaluate ({split})", total=len(studies))
+                result = evaluate_policy(
+                    self.policy,
+                    studies,
+                    self.data.root,
+                    batch_size=self.cfg.trainer.eval_batch_size,
+                    max_new_tokens=self.cfg.eval.max_new_tokens,
+                    skip_bad_images=self.cfg.data.skip_bad_images,
+                    progress=lambda n: bar.update(task, advance=n),
+                    split=split,
+                )
         self.acc.wait_for_everyone()
         self.policy.model.train()
         return result
