@@ -125,7 +125,7 @@ class Trainer:
         self.log = MetricsLog(run_dir, enabled=accelerator.is_main_process)
         self.reward_failures: dict[str, int] = {}
         self.missing_rewards = 0
-        self.history: list[dict[str, float]] = []
+        self.grad_norm: float | None = None
 
     # ------------------------------------------------------------------ one step
     def next_batch(self) -> Batch:
@@ -159,12 +159,9 @@ class Trainer:
         self.controller.update(zrr)
         w = 0.0 if a.mode == "grpo" else self.controller.weight()
         advantages = alg.group_advantages(rewards, k, scale=a.advantage_scale)  # (B*K,)
-        negatives = (
-            alg.select_negatives(
-                rewards, a.dpo_negatives, threshold=a.dpo_threshold, atol=a.zero_atol
-            )
-            if a.dpo_negatives == "below"
-            else alg.select_negatives(rewards, a.dpo_negatives, atol=a.zero_atol)
+        threshold = a.dpo_threshold if a.dpo_negatives == "below" else None
+        negatives = alg.select_negatives(  # (B*K,) bool: the DPO rejected
+            rewards, a.dpo_negatives, threshold=threshold, atol=a.zero_atol
         )
 
         # 3. Ground-truth reports as completions (the DPO "chosen"), when the DPO term is on.
@@ -289,7 +286,7 @@ class Trainer:
             norm = self.acc.clip_grad_norm_(
                 self.policy.trainable_parameters(), self.cfg.trainer.max_grad_norm
             )
-            self._grad_norm = float(norm)
+            self.grad_norm = float(norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,8 +357,8 @@ class Trainer:
                     metrics = self.train_step(self.next_batch())
                     self.step += 1
                     metrics["lr"] = self.scheduler.get_last_lr()[0]
-                    if hasattr(self, "_grad_norm"):
-                        metrics["grad/norm"] = self._grad_norm
+                    if self.grad_norm is not None:
+                        metrics["grad/norm"] = self.grad_norm
                     self.reward_failures = dict(getattr(self.reward_fn, "failures", {}))
                     metrics["reward/failures_total"] = float(sum(self.reward_failures.values()))
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
