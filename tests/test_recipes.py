@@ -44,6 +44,12 @@ def test_overrides_and_errors_name_the_field():
         from_dict(TrainConfig, apply_overrides({}, ["sampling.k=1"]))
 
 
+def test_partial_section_keeps_the_field_default():
+    cfg = from_dict(TrainConfig, apply_overrides({}, ["model.lora.train_vision=true"]))
+    assert cfg.model.lora.train_vision is True
+    assert cfg.model.lora.enabled is False  # ModelConfig's default, not LoraSettings' (True)
+
+
 def test_describe_lists_every_field():
     result = CliRunner().invoke(app, ["train", "--describe"])
     assert result.exit_code == 0

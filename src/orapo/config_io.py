@@ -105,6 +105,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a (possibly partial) mapping; missing fields keep defaults."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
@@ -112,6 +113,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
             raise ConfigError(
                 f"unknown field {path!r}; valid fields here are: {', '.join(sorted(names))}"
             )
+        default = _default_value(defaults[key])
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            # A partial section updates the field's own default, not the class's defaults:
+            # `model.lora.r=8` keeps the rest of ModelConfig's default LoraSettings.
+            value = _merge(to_dict(default), value)
         kwargs[key] = _convert(value, hints[key], path)
     try:
         return cls(**kwargs)
@@ -119,6 +125,24 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def _default_value(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def to_dict(obj: Any) -> Any:
