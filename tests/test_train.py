@@ -176,6 +176,8 @@ def test_resume_reproduces_uninterrupted_run(world, tmp_path, monkeypatch, lose_
         with pytest.raises(KeyboardInterrupt):
             run_training(config(world, **extra), interrupted)
     assert (interrupted / "checkpoints" / "step-000003").is_dir()
+    saved = state_dict(interrupted / "checkpoints" / "step-000003")
+    assert saved and not any("visual" in k for k in saved)  # trainable weights only
     if lose_last_checkpoint:
         shutil.rmtree(interrupted / "checkpoints" / "step-000003")
     summary = run_training(config(world, **extra), interrupted, resume=True)

@@ -1,8 +1,11 @@
 """Checkpoints that resume exactly, written atomically.
 
 A checkpoint is a folder ``RUN_DIR/checkpoints/step-000040/`` holding accelerate's state
-(model or adapter weights, optimizer, scheduler, and the random states of python, numpy and
-torch for every process) plus ``trainer_state.json`` (step, sampler position, ZRR controller).
+(the *trainable* weights only: the LoRA adapter, or what full fine-tuning updates; optimizer,
+scheduler, and the random states of python, numpy and torch for every process) plus
+``trainer_state.json`` (step, sampler position, ZRR controller). Frozen weights (a LoRA base,
+a frozen vision tower) come from the model the run starts from, so a 3B LoRA checkpoint holds
+megabytes of adapter instead of gigabytes of base weights.
 It is written under a temporary name and renamed when complete, so a run killed while saving
 leaves the previous checkpoint intact and no half-written one that looks valid.
 """
@@ -17,6 +20,17 @@ from typing import Any
 from orapo.manifest import atomic_write_text
 
 STATE_FILE = "trainer_state.json"
+
+
+def save_trainable_only(accelerator: Any) -> None:
+    """Make ``accelerator.save_state`` write only parameters that require grad."""
+
+    def hook(models: list, weights: list, output_dir: str) -> None:
+        for i, model in enumerate(models):
+            keep = {name for name, p in model.named_parameters() if p.requires_grad}
+            weights[i] = {k: v for k, v in weights[i].items() if k in keep}
+
+    accelerator.register_save_state_pre_hook(hook)
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -69,5 +83,6 @@ def load_checkpoint(accelerator: Any, path: Path) -> dict:
     state_file = path / STATE_FILE
     if not state_file.is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
-    accelerator.load_state(str(path))
+    # strict=False: the checkpoint holds the trainable weights only (save_trainable_only).
+    accelerator.load_state(str(path), strict=False)
     return json.loads(state_file.read_text(encoding="utf-8"))

@@ -99,6 +99,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console):
     from orapo import algorithms as alg
     from orapo.model import load_policy
     from orapo.rewards import make_reward
+    from orapo.train.checkpoint import save_trainable_only
     from orapo.train.loop import Trainer
 
     t = cfg.trainer
@@ -127,6 +128,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console):
         num_training_steps=t.steps * t.mu,
     )
     model, optimizer, scheduler = acc.prepare(policy.model, optimizer, scheduler)
+    save_trainable_only(acc)
     policy.forward_module = model
     if acc.num_processes > 1:
         # DDP wants one forward per backward: score a micro-batch's completions in one chunk.
