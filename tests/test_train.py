@@ -276,3 +276,30 @@ def test_two_processes_match_one(world, tmp_path):
     assert moved
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+def test_bad_image_is_named_or_skipped_and_counted(world, tmp_path):
+    from orapo.manifest import read_manifest, write_manifest
+    from orapo.train.data import ImageError
+    from orapo.train.loop import run_training
+
+    manifest, _ = world
+    studies = read_manifest(manifest).studies
+    broken = studies[0]
+    root = manifest.parent
+    # A copy of the manifest whose first training study points at a missing image.
+    copy = [s.to_json() for s in studies]
+    copy[0]["images"] = [str(root / "images" / "missing.png")]
+    for s in copy[1:]:
+        s["images"] = [str(root / p) for p in s["images"]]
+    path = tmp_path / "m.jsonl"
+    write_manifest(path, copy)
+    extra = {"data.manifest": str(path), "data.train_size": "null", "trainer.steps": 1,
+             "eval.before": False, "eval.after": False}
+    with pytest.raises(ImageError, match=f"study '{broken.id}'.*missing.png does not exist"):
+        run_training(config(world, **extra), tmp_path / "strict")
+    summary = run_training(
+        config(world, **{**extra, "data.skip_bad_images": True}), tmp_path / "skip"
+    )
+    assert summary["steps"] == 1
+    assert summary["skipped_images"] == {"train": {"does not exist": 1}}

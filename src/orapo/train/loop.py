@@ -398,6 +398,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
         save_yaml(cfg, run_dir / "config.yaml")
 
     summary: dict[str, Any] = {"run_dir": str(run_dir), "mode": cfg.algorithm.mode}
+    if data.skipped:
+        summary["skipped_images"] = data.skipped
     previous = _read_json(run_dir / "summary.json") if resume else {}
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orapo.manifest import Manifest, Study, read_manifest
@@ -17,6 +17,8 @@ class TrainData:
     train: list[Study]
     val: list[Study]
     test: list[Study]
+    #: studies skipped for a bad image (data.skip_bad_images), per split and reason
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -41,7 +43,7 @@ def resolve_data(cfg: TrainConfig, console, *, main_process: bool = True) -> Tra
         generate(s.dir, s.n, seed=s.seed, size=s.size, split_fracs=tuple(s.split_fracs), workers=2)
     manifest = read_manifest(path)
     d, seed = cfg.data, cfg.trainer.seed
-    splits = {}
+    splits, skipped_all = {}, {}
     for name, split, size in (
         ("train", d.train_split, d.train_size),
         ("val", d.val_split, d.val_size),
@@ -50,6 +52,7 @@ def resolve_data(cfg: TrainConfig, console, *, main_process: bool = True) -> Tra
         studies = select_studies(manifest, split, size, seed)
         studies, skipped = check_images(studies, manifest.root, skip_bad=d.skip_bad_images)
         if skipped:
+            skipped_all[name] = dict(skipped)
             console.print(
                 f"[yellow]{name}: skipped {sum(skipped.values())} studies with bad images: "
                 + ", ".join(f"{n} x {r}" for r, n in skipped.items())
@@ -60,7 +63,7 @@ def resolve_data(cfg: TrainConfig, console, *, main_process: bool = True) -> Tra
         f"Data: {path} - train {len(splits['train'])}, val {len(splits['val'])}, "
         f"test {len(splits['test'])} studies"
     )
-    return TrainData(manifest, **splits)
+    return TrainData(manifest, **splits, skipped=skipped_all)
 
 
 def resolve_model(cfg: TrainConfig, data: TrainData, console) -> str:
