@@ -294,8 +294,13 @@ def test_bad_image_is_named_or_skipped_and_counted(world, tmp_path):
         s["images"] = [str(root / p) for p in s["images"]]
     path = tmp_path / "m.jsonl"
     write_manifest(path, copy)
-    extra = {"data.manifest": str(path), "data.train_size": "null", "trainer.steps": 1,
-             "eval.before": False, "eval.after": False}
+    extra = {
+        "data.manifest": str(path),
+        "data.train_size": "null",
+        "trainer.steps": 1,
+        "eval.before": False,
+        "eval.after": False,
+    }
     with pytest.raises(ImageError, match=f"study '{broken.id}'.*missing.png does not exist"):
         run_training(config(world, **extra), tmp_path / "strict")
     summary = run_training(
