@@ -8,7 +8,8 @@ Qwen2.5-VL's chat template, and saves them as a normal Hugging Face model direct
 downloaded. The weights are untrained: the model writes gibberish until it is fine-tuned.
 
 Presets (``PRESETS``): ``tiny`` for tests (runs in seconds), ``demo`` for the CPU walkthrough
-(112 px images -> 8x8 patches of 14 px -> 16 image tokens after the 2x2 merge).
+(112 px images -> 8x8 patches of 14 px -> 16 image tokens after the 2x2 merge), ``demo-64tok``
+(the same without the merge: 64 image tokens; measured in docs/demo.md).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class DemoPreset:
     vision_intermediate: int
     vision_heads: int
     max_positions: int = 2048
+    merge: int = 2  # spatial merge: (merge x merge) patches of 14 px -> one image token
 
 
 PRESETS: dict[str, DemoPreset] = {
@@ -83,6 +85,21 @@ PRESETS: dict[str, DemoPreset] = {
         vision_hidden=128,
         vision_intermediate=256,
         vision_heads=4,
+    ),
+    # "demo" with no spatial merge: 8x8 patches of 14 px -> 64 image tokens per 112 px image.
+    "demo-64tok": DemoPreset(
+        image_size=112,
+        vocab_size=800,
+        text_hidden=128,
+        text_intermediate=512,
+        text_layers=2,
+        text_heads=4,
+        text_kv_heads=2,
+        vision_depth=2,
+        vision_hidden=128,
+        vision_intermediate=256,
+        vision_heads=4,
+        merge=1,
     ),
 }
 
@@ -171,7 +188,7 @@ def demo_config(preset: DemoPreset, tokenizer: Any) -> Any:
             "num_heads": preset.vision_heads,
             "out_hidden_size": preset.text_hidden,
             "patch_size": 14,
-            "spatial_merge_size": 2,
+            "spatial_merge_size": preset.merge,
             "temporal_patch_size": 2,
             "window_size": 112,
             "fullatt_block_indexes": [preset.vision_depth - 1],
@@ -199,7 +216,9 @@ def demo_processor(preset: DemoPreset, tokenizer: Any) -> Any:
     from orapo.model.loading import image_only_processor_class
 
     area = preset.image_size * preset.image_size
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=area, max_pixels=area)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=area, max_pixels=area, merge_size=preset.merge
+    )
     cls = image_only_processor_class(Qwen2_5_VLProcessor)
     return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template())
 
