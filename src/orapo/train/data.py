@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from orapo.manifest import Manifest, Study, read_manifest
+from orapo.manifest import Manifest, Study
 
 
 class ImageError(RuntimeError):
@@ -104,7 +104,3 @@ class EpochSampler:
                 f"this run has {self.n} with seed {self.seed}: resume with the same data and seed"
             )
         self.position = int(state["position"])
-
-
-def open_manifest(path: str | Path) -> Manifest:
-    return read_manifest(path)

@@ -390,8 +390,13 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     console = console or Console()
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = resolve_data(cfg, console)
-    cfg.model.name_or_path = resolve_model(cfg, data, console)
+    # The main process generates the world and builds the base model; the others wait, then
+    # read what it wrote (one accelerate state per process, shared with the trainer's).
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        data = resolve_data(cfg, console)
+        cfg.model.name_or_path = resolve_model(cfg, data, console)
     trainer = build_trainer(cfg, run_dir, data, console)
     acc = trainer.acc
     if acc.is_main_process:

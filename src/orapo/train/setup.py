@@ -32,10 +32,14 @@ def manifest_path(cfg: TrainConfig) -> Path:
     return Path(cfg.data.synth.dir) / "manifest.jsonl"
 
 
-def resolve_data(cfg: TrainConfig, console, *, main_process: bool = True) -> TrainData:
-    """Read (and, for the synthetic world, first generate) the manifest; select the splits."""
+def resolve_data(cfg: TrainConfig, console) -> TrainData:
+    """Read (and, for the synthetic world, first generate) the manifest; select the splits.
+
+    Under several processes, call it inside ``main_process_first()`` so that only the main
+    process generates the world and the others read it once it is complete.
+    """
     path = manifest_path(cfg)
-    if cfg.data.manifest is None and not path.is_file() and main_process:
+    if cfg.data.manifest is None and not path.is_file():
         from orapo.synth import generate
 
         s = cfg.data.synth
