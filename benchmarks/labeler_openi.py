@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/labeler_openi.py                 # both halves, ours vs naive
     .venv/bin/python benchmarks/labeler_openi.py --half dev --errors "Pleural Effusion"
-    .venv/bin/python benchmarks/labeler_openi.py --half dev --differential positive
+    .venv/bin/python benchmarks/labeler_openi.py --half dev --differential uncertain
 
 Data: ``../shared/data/openi/openi-dev-reports.tgz`` (the development split, 3,156 reports),
 read directly with :mod:`tarfile`; nothing is copied. Each report's text is
@@ -505,11 +505,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     ap.add_argument(
         "--differential",
-        choices=("uncertain", "positive"),
-        default="uncertain",
+        choices=("positive", "uncertain"),
+        default="positive",
         help="how ours reads a finding named in a differential ('atelectasis versus "
-        "infiltrate'): uncertain (CheXpert's convention, the default) or positive (as the "
-        "MeSH coders code it); positive measures how much of the gap differentials explain",
+        "infiltrate'): positive (as the MeSH coders code it; the labeler's default) or "
+        "uncertain (CheXpert's convention)",
     )
     ap.add_argument(
         "--naive-window",
@@ -540,7 +540,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         f"{n_empty} without text (loaded in {time.perf_counter() - t0:.1f} s)"
     )
     mode = "1 or -1" if args.uncertain_positive else "1 only"
-    if args.differential != "uncertain":
+    if args.differential != "positive":
         mode += f"; ours reads differentials as {args.differential}"
     for half in halves:
         subset = [r for r in reports if half in ("all", r.half)]

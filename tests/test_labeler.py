@@ -196,11 +196,21 @@ def test_hedge_does_not_reach_across_a_clause_comma(lab):
     assert out["Fracture"] == 1
 
 
-def test_differential(lab):
-    assert states(lab, "Atelectasis versus pneumonia.") == {"Atelectasis": -1, "Pneumonia": -1}
-    assert states(lab, "Scarring or atelectasis in the left base.") == {"Atelectasis": -1}
+def test_differential_chexpert_convention():
+    chexpert = RuleLabeler(differential="uncertain")
+    assert states(chexpert, "Atelectasis versus pneumonia.") == {"Atelectasis": -1, "Pneumonia": -1}
+    assert states(chexpert, "Scarring or atelectasis in the left base.") == {"Atelectasis": -1}
+    assert states(chexpert, "Right basilar opacity, atelectasis versus pneumonia.") == {
+        "Lung Opacity": 1,
+        "Atelectasis": -1,
+        "Pneumonia": -1,
+    }
+    assert states(chexpert, "Small bilateral pleural effusions versus pleural thickening.") == {
+        "Pleural Effusion": -1,
+        "Pleural Other": -1,
+    }
     # Negation wins over "or".
-    assert states(lab, "No effusion or pneumothorax.") == {
+    assert states(chexpert, "No effusion or pneumothorax.") == {
         "No Finding": 1,
         "Pleural Effusion": 0,
         "Pneumothorax": 0,
@@ -210,14 +220,18 @@ def test_differential(lab):
 def test_same_observation_on_both_sides_is_no_differential(lab):
     assert states(lab, "Atelectasis or collapse of the left lower lobe.") == {"Atelectasis": 1}
     # a nodular opacity is Lung Lesion and Lung Opacity: only the lesion is in doubt
-    assert states(lab, "Nodular opacity or infiltrate.") == {"Lung Opacity": 1, "Lung Lesion": -1}
-    reasons = [c.reason for c in lab.classify("Nodular opacity or infiltrate.")]
+    chexpert = RuleLabeler(differential="uncertain")
+    assert states(chexpert, "Nodular opacity or infiltrate.") == {
+        "Lung Opacity": 1,
+        "Lung Lesion": -1,
+    }
+    reasons = [c.reason for c in chexpert.classify("Nodular opacity or infiltrate.")]
     assert "same observation on both sides of 'or'" in reasons
     assert "differential 'or'" in reasons
 
 
-def test_differential_option():
-    positive = RuleLabeler(differential="positive")
+def test_differential_default_is_positive():
+    positive = RuleLabeler()
     assert positive.differential == "positive"
     assert states(positive, "Scarring or atelectasis in the left base.") == {"Atelectasis": 1}
     assert states(positive, "Atelectasis versus pneumonia.") == {
@@ -377,14 +391,14 @@ TRICKY: list[tuple[str, dict[str, int]]] = [
     ("Findings may represent atelectasis or infiltrate.", {"Atelectasis": -1, "Lung Opacity": -1}),
     (
         "Right basilar opacity, atelectasis versus pneumonia.",
-        {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1},
+        {"Lung Opacity": 1, "Atelectasis": 1, "Pneumonia": 1},
     ),
     ("No focal airspace opacity to suggest pneumonia.", {"Lung Opacity": 0, "Pneumonia": 0}),
     ("Blunting of the left costophrenic angle.", {"Pleural Effusion": -1}),
     ("Costophrenic XXXX are sharp.", {"Pleural Effusion": 0}),
     (
         "Small bilateral pleural effusions versus pleural thickening.",
-        {"Pleural Effusion": -1, "Pleural Other": -1},
+        {"Pleural Effusion": 1, "Pleural Other": 1},
     ),
     ("Calcified granuloma in the right upper lobe.", {}),
     (

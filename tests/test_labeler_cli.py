@@ -204,3 +204,19 @@ def test_unknown_labeler_and_bad_usage(app, tmp_path):
     assert run(app, []).exit_code != 0  # neither INPUT nor --text
     assert run(app, [str(f), "--text", "x"]).exit_code != 0  # both
     assert run(app, [str(tmp_path / "missing.jsonl")]).exit_code != 0
+
+
+def test_differential_option(app):
+    line = json.dumps({"id": "d", "text": "Left basilar atelectasis versus pneumonia."}) + "\n"
+    default = parse(run(app, ["-"], input=line).stdout)[0]["labels"]
+    assert (default["Atelectasis"], default["Pneumonia"]) == (1, 1)  # as NLM's coders read it
+    res = run(app, ["-", "--differential", "uncertain"], input=line)
+    assert res.exit_code == 0, res.output
+    chexpert = parse(res.stdout)[0]["labels"]
+    assert (chexpert["Atelectasis"], chexpert["Pneumonia"]) == (-1, -1)
+    res = run(app, ["-", "--differential", "maybe"], input=line)
+    assert res.exit_code != 0
+    assert "--differential must be one of" in res.output + (res.stderr or "")
+    res = run(app, ["-", "--differential", "uncertain", "--extractor", "llm"], input=line)
+    assert res.exit_code != 0
+    assert "rule extractor only" in res.output + (res.stderr or "")

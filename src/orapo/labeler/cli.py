@@ -296,6 +296,13 @@ def label(
         "OpenAI-compatible server), hybrid (the model only where the rule labeler is uncertain "
         "or finds nothing). --labeler is an alias.",
     ),
+    differential: str = typer.Option(
+        "positive",
+        "--differential",
+        help="Rule labeler: how a finding named in a differential ('atelectasis versus "
+        "infiltrate') is read: positive (as NLM's MeSH coders read it) or uncertain "
+        "(CheXpert's convention).",
+    ),
     skip_bad: bool = typer.Option(
         False,
         "--skip-bad",
@@ -383,11 +390,18 @@ def label(
     With --extractor llm or hybrid, a token/cost/cache/fallback summary goes to stderr.
     """
     from orapo.labeler import LABELERS, get_labeler
+    from orapo.labeler.rule import DIFFERENTIAL_MODES
     from orapo.manifest import atomic_write_text
 
     if extractor not in LABELERS:
         valid = ", ".join(LABELERS.names())
         raise typer.BadParameter(f"unknown extractor {extractor!r}; valid: {valid}")
+    if differential not in DIFFERENTIAL_MODES:
+        raise typer.BadParameter(
+            f"--differential must be one of {', '.join(DIFFERENTIAL_MODES)}, got {differential!r}"
+        )
+    if differential != DIFFERENTIAL_MODES[0] and extractor != "rule":
+        raise typer.BadParameter("--differential applies to the rule extractor only")
     if fmt not in ("auto", "jsonl", "csv"):
         raise typer.BadParameter(f"--format must be auto, jsonl or csv, got {fmt!r}")
     if (text is None) == (input is None):
@@ -410,6 +424,8 @@ def label(
     skipped: Counter = Counter()
     if input is not None:  # read (and reject bad input) before any server is asked
         records, skipped = _read_records(input, field, fmt, skip_bad)
+    if differential != DIFFERENTIAL_MODES[0]:
+        options = {"differential": differential}
     labeler = _build(extractor, options, get_labeler)
     try:
         if text is not None:
@@ -476,7 +492,7 @@ def _read_records(
 def _build(extractor: str, options: dict[str, Any], get_labeler: Any) -> Any:
     """The labeler; a bad LLM option (or a missing model) is a usage error naming it."""
     if extractor not in LLM_EXTRACTORS:
-        return get_labeler(extractor)
+        return get_labeler(extractor, **options)
     from orapo.llm import LLMError
 
     try:

@@ -93,7 +93,7 @@ MAX_CHAIN = 12
 MAX_GAP_CHARS = 60
 DEFAULT_CACHE_SIZE = 65536
 #: How a finding named in a differential ("A versus B") is read (``RuleLabeler(differential=)``).
-DIFFERENTIAL_MODES: tuple[str, ...] = ("uncertain", "positive")
+DIFFERENTIAL_MODES: tuple[str, ...] = ("positive", "uncertain")
 #: Longer sentences are not cached (they rarely repeat, and would hold memory).
 MAX_CACHED_CHARS = 1000
 
@@ -325,10 +325,10 @@ class RuleLabeler:
     """CheXpert-style rule labeler over the vocabulary in ``vocab_dir``.
 
     ``cache_size``: how many distinct sentences' results :meth:`label` keeps (0: no cache).
-    ``differential``: ``"uncertain"`` (default, CheXpert's convention): a finding named in a
-    differential ("atelectasis versus infiltrate", "scarring or atelectasis") is uncertain;
-    ``"positive"``: it counts as present unless something else hedges or negates it (how
-    Open-i's MeSH coders code such reports; ``benchmarks/labeler_openi.py --differential``).
+    ``differential``: ``"positive"`` (default): a finding named in a differential ("atelectasis
+    versus infiltrate", "scarring or atelectasis") counts as present unless something else
+    hedges or negates it, as NLM's manual MeSH coding of Open-i reports reads it (docs/labeler.md
+    measures both); ``"uncertain"``: CheXpert's convention, each side is uncertain.
 
     >>> RuleLabeler().label("Mild cardiomegaly. No pleural effusion.")["Cardiomegaly"]
     1
@@ -340,7 +340,7 @@ class RuleLabeler:
         self,
         vocab_dir: str | Path | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
-        differential: str = "uncertain",
+        differential: str = "positive",
     ) -> None:
         if differential not in DIFFERENTIAL_MODES:
             raise ValueError(
