@@ -17,8 +17,21 @@ def test_fourteen_names_in_chexpert_order():
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(1, 1), (0, 0), (-1, -1), (None, None), (1.0, 1), (-1.0, -1), (float("nan"), None),
-     ("1.0", 1), ("-1", -1), ("", None), (" ", None), ("nan", None), (True, 1)],
+    [
+        (1, 1),
+        (0, 0),
+        (-1, -1),
+        (None, None),
+        (1.0, 1),
+        (-1.0, -1),
+        (float("nan"), None),
+        ("1.0", 1),
+        ("-1", -1),
+        ("", None),
+        (" ", None),
+        ("nan", None),
+        (True, 1),
+    ],
 )
 def test_parse_state_accepts_dataset_forms(value, expected):
     assert obs.parse_state(value) == expected
@@ -53,14 +66,14 @@ def test_canonical_name_is_case_insensitive():
 @pytest.mark.parametrize(
     "labels, no_finding",
     [
-        ({}, None),                                     # nothing said at all
-        ({"No Finding": 1}, 1),                         # a global normal statement
-        ({"No Finding": 0}, None),                      # ... only a positive one counts
-        ({"Pneumothorax": 0, "Edema": 0}, 1),           # only negatives
-        ({"Support Devices": 1}, 1),                    # devices do not make a study abnormal
+        ({}, None),  # nothing said at all
+        ({"No Finding": 1}, 1),  # a global normal statement
+        ({"No Finding": 0}, None),  # ... only a positive one counts
+        ({"Pneumothorax": 0, "Edema": 0}, 1),  # only negatives
+        ({"Support Devices": 1}, 1),  # devices do not make a study abnormal
         ({"Cardiomegaly": 1}, None),
-        ({"Edema": -1}, None),                          # uncertain counts as abnormal
-        ({"No Finding": 1, "Fracture": 1}, None),       # a stated No Finding is overruled
+        ({"Edema": -1}, None),  # uncertain counts as abnormal
+        ({"No Finding": 1, "Fracture": 1}, None),  # a stated No Finding is overruled
         ({"No Finding": None, "Pneumothorax": 0}, 1),
     ],
 )

@@ -23,8 +23,10 @@ def test_recipe_loads(recipe):
 
 def test_dry_run_reports_missing_data(tmp_path):
     recipe = Path(__file__).parents[1] / "configs" / "qwen2_5_vl_3b_mimic_1k.yaml"
-    result = CliRunner().invoke(app, ["train", "--config", str(recipe), "--dry-run",
-                                      f"data.manifest={tmp_path / 'none.jsonl'}"])
+    result = CliRunner().invoke(
+        app,
+        ["train", "--config", str(recipe), "--dry-run", f"data.manifest={tmp_path / 'none.jsonl'}"],
+    )
     assert result.exit_code == 1
     output = " ".join(result.output.split())  # rich wraps long paths
     assert "none.jsonl does not exist" in output

@@ -107,8 +107,11 @@ def pretrain_base(
     warmup = max(1, settings.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min(1.0, (s + 1) / warmup)
-        * 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps))),
+        lambda s: (
+            min(1.0, (s + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, s / settings.steps)))
+        ),
     )
     order = random.Random(settings.seed)
     losses = []
