@@ -386,3 +386,14 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(module, raise_on_error=False, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_informative_groups_spread_nan_and_atol():
+    from orapo.algorithms import informative_groups
+
+    nan = float("nan")
+    r = torch.tensor([1.0, 1.0, 0.0, 0.3, nan, 0.7, nan, nan, 0.5, 0.52])
+    assert informative_groups(r, 2).tolist() == [False, True, False, False, True]
+    assert informative_groups(r, 2, atol=0.05).tolist() == [False, True, False, False, False]
+    with pytest.raises(ValueError):
+        informative_groups(r, 2, atol=-1.0)

@@ -308,3 +308,38 @@ def test_bad_image_is_named_or_skipped_and_counted(world, tmp_path):
     )
     assert summary["steps"] == 1
     assert summary["skipped_images"] == {"train": {"does not exist": 1}}
+
+
+def test_dynamic_sampling_refills_and_budget_stops(world, tmp_path, monkeypatch):
+    """DAPO's dynamic sampling keeps only groups whose rewards differ; the rollout budget
+    (refills included) ends the run before trainer.steps."""
+    from orapo.rewards import REWARDS
+    from orapo.train.loop import run_training
+
+    def half_flat(completions, reference, **columns):
+        # the same reward for both rollouts of some studies (no signal), 0 / 1 for the others
+        return [0.0 if len(ref) % 3 == 0 else float(i % 2) for i, ref in enumerate(reference)]
+
+    monkeypatch.setitem(REWARDS._items, "half_flat", lambda **_: half_flat)
+    cfg = config(
+        world,
+        **{
+            "trainer.steps": 10,
+            "trainer.rollout_budget": 40,
+            "algorithm.reward": "half_flat",
+            "algorithm.dynamic_sampling": "true",
+            "algorithm.max_refill_rounds": 2,
+            "eval.before": False,
+            "eval.after": False,
+        },
+    )
+    summary = run_training(cfg, tmp_path / "dapo")
+    rows = [json.loads(x) for x in (tmp_path / "dapo" / "metrics.jsonl").read_text().splitlines()]
+    generated = [r["rollout/generated_total"] for r in rows]
+    assert generated[-1] >= 40 and generated[-2] < 40  # stopped by the budget
+    assert summary["steps"] == len(rows) < 10
+    draws = [round((b - a) / 8) for a, b in zip([0.0, *generated[:-1]], generated, strict=True)]
+    assert draws == [1 + r["dynamic/refills"] for r in rows]  # 4 images x K = 2 per draw
+    assert any(r["dynamic/refills"] > 0 for r in rows)
+    for r in rows:  # a full batch of informative groups unless the refills ran out
+        assert r["dynamic/informative"] == 1.0 or r["dynamic/refills"] == 2

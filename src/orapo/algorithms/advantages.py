@@ -123,6 +123,32 @@ def zero_reward_groups(rewards: Tensor, k: int, atol: float = 0.0) -> Tensor:
     return zero_or_missing.all(dim=1) & valid.any(dim=1)  # (B,)
 
 
+def informative_groups(rewards: Tensor, k: int, atol: float = 0.0) -> Tensor:
+    """Which groups carry a GRPO signal: at least two valid rewards, not all equal.
+
+    DAPO's dynamic sampling keeps these and refills the batch in place of the others (a
+    group whose rewards are all equal has zero advantage everywhere).
+
+    Args:
+        rewards: ``(B*K,)`` rewards ordered by group; NaN marks a missing reward.
+        k: rollouts per prompt.
+        atol: valid rewards whose spread (max - min) is ``<= atol`` count as equal.
+
+    Returns:
+        ``(B,)`` bool.
+
+    >>> informative_groups(torch.tensor([0.0, 0.0, 0.2, 0.5, 1.0, float("nan")]), 2).tolist()
+    [False, True, False]
+    """
+    if atol < 0:
+        raise ValueError(f"atol must be >= 0, got {atol}")
+    r = _grouped(rewards, k)  # (B, K)
+    valid = ~torch.isnan(r)
+    hi = torch.where(valid, r, torch.full_like(r, -math.inf)).amax(dim=1)  # (B,)
+    lo = torch.where(valid, r, torch.full_like(r, math.inf)).amin(dim=1)  # (B,)
+    return (valid.sum(dim=1) >= 2) & (hi - lo > atol)
+
+
 def zero_reward_rate(rewards: Tensor, k: int, atol: float = 0.0) -> float:
     """Zero-Reward Rate: the share of groups whose K rewards are all zero.
 

@@ -115,6 +115,16 @@ class AlgorithmConfig:
         "Ablation: a fixed mixing weight instead of the ZRR-driven one.", default=None
     )
     zero_atol: float = _help("A reward counts as zero when |r| <= zero_atol.", default=0.0)
+    dynamic_sampling: bool = _help(
+        "DAPO's dynamic sampling: drop groups whose K rewards are all equal and refill the "
+        "batch with groups of new images (the ZRR is still measured on the first draw).",
+        default=False,
+    )
+    max_refill_rounds: int = _help(
+        "Dynamic sampling: extra draws of batch_size images per step at most; a batch still "
+        "short after them is filled up with equal-reward groups of the first draw.",
+        default=3,
+    )
 
 
 @dataclass
@@ -133,6 +143,11 @@ class TrainerConfig:
     warmup_steps: int = _help("Linear warmup steps.", default=5)
     weight_decay: float = _help("AdamW weight decay.", default=0.0)
     max_grad_norm: float = _help("Gradient clipping norm (<= 0 disables).", default=1.0)
+    rollout_budget: int = _help(
+        "Stop once this many rollouts have been generated over all processes, refills "
+        "included (0 = no budget; the run then ends after `steps`).",
+        default=0,
+    )
     seed: int = _help("Seed of data order, sampling and initialisation.", default=0)
     eval_every: int = _help("Validate every N steps (0 = only at the end).", default=40)
     save_every: int = _help("Checkpoint every N steps (0 = only at the end).", default=40)
@@ -175,6 +190,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.algorithm.w_min <= self.algorithm.w_max <= 1.0:
             raise ValueError("need 0 <= algorithm.w_min <= algorithm.w_max <= 1")
+        if self.algorithm.max_refill_rounds < 0 or self.trainer.rollout_budget < 0:
+            raise ValueError("algorithm.max_refill_rounds and trainer.rollout_budget must be >= 0")
         if self.trainer.batch_size % self.trainer.grad_accum:
             raise ValueError("trainer.batch_size must be a multiple of trainer.grad_accum")
 

@@ -28,6 +28,7 @@ import torch
 from orapo import algorithms as alg
 from orapo.config_io import save_yaml, to_dict
 from orapo.manifest import Study, atomic_write_text
+from orapo.model.policy import Rollouts
 from orapo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from orapo.train.config import TrainConfig
 from orapo.train.data import EpochSampler, study_image
@@ -125,6 +126,7 @@ class Trainer:
         self.log = MetricsLog(run_dir, enabled=accelerator.is_main_process)
         self.reward_failures: dict[str, int] = {}
         self.missing_rewards = 0
+        self.rollouts_generated = 0  # over all processes, refills included
         self.grad_norm: float | None = None
 
     # ------------------------------------------------------------------ one step
@@ -148,15 +150,16 @@ class Trainer:
         t_rollout = time.perf_counter() - started
 
         # 2. Rewards, and the Zero-Reward Rate over the global batch.
-        raw = self.reward_fn(
-            rollouts.texts,
-            reference=repeat_each(batch.references, k),
-            labels=repeat_each(batch.labels, k),
-        )
-        rewards = alg.rewards_to_tensor(raw).to(policy.device)  # (B*K,), NaN = failed
+        rewards = self.score(rollouts, batch)  # (B*K,), NaN = failed
         all_rewards = self.acc.gather(rewards)
+        self.rollouts_generated += len(all_rewards)
         zrr = alg.zero_reward_rate(all_rewards, k, atol=a.zero_atol)
         self.controller.update(zrr)
+        refills = 0
+        if a.dynamic_sampling:  # DAPO: keep the groups whose rewards differ, refill the rest
+            batch, prompts, rollouts, rewards, refills = self.dynamic_sample(
+                batch, rollouts, rewards
+            )
         w = 0.0 if a.mode == "grpo" else self.controller.weight()
         advantages = alg.group_advantages(rewards, k, scale=a.advantage_scale)  # (B*K,)
         threshold = a.dpo_threshold if a.dpo_negatives == "below" else None
@@ -226,9 +229,89 @@ class Trainer:
         metrics["zrr/raw"] = zrr
         metrics["rollout/mean_length"] = float(rollouts.completion_mask.sum(1).float().mean())
         metrics["rollout/truncated"] = float(rollouts.truncated.float().mean())
+        metrics["rollout/generated_total"] = float(self.rollouts_generated)
+        if a.dynamic_sampling:
+            informative = alg.informative_groups(rewards, k, atol=a.zero_atol)
+            metrics["dynamic/refills"] = float(refills)
+            metrics["dynamic/informative"] = float(informative.float().mean())
         metrics["time/rollout"] = t_rollout
         metrics["time/step"] = time.perf_counter() - started
         return metrics
+
+    def score(self, rollouts: Rollouts, batch: Batch) -> torch.Tensor:
+        """(B*K,) rewards of ``batch``'s rollouts; NaN where the reward failed."""
+        k = rollouts.k
+        raw = self.reward_fn(
+            rollouts.texts,
+            reference=repeat_each(batch.references, k),
+            labels=repeat_each(batch.labels, k),
+        )
+        return alg.rewards_to_tensor(raw).to(self.policy.device)
+
+    def dynamic_sample(
+        self, batch: Batch, rollouts: Rollouts, rewards: torch.Tensor
+    ) -> tuple[Batch, Any, Rollouts, torch.Tensor, int]:
+        """DAPO's dynamic sampling: a batch of B groups whose K rewards are not all equal.
+
+        Draws up to ``algorithm.max_refill_rounds`` more batches of new studies while this
+        process (or any other: they draw together, so their data samplers stay in step) has
+        fewer than B informative groups; a batch still short is filled up with equal-reward
+        groups of the first draw (zero advantage: only the DPO term learns from them).
+        Returns (batch, prompts, rollouts, rewards, refills).
+        """
+        a, k, b = self.cfg.algorithm, rollouts.k, len(batch.studies)
+        draws = [(batch, rollouts, rewards)]
+
+        def informative(r: torch.Tensor) -> list[int]:
+            return alg.informative_groups(r, k, atol=a.zero_atol).nonzero().flatten().tolist()
+
+        kept = len(informative(rewards))
+        while len(draws) <= a.max_refill_rounds:
+            short = torch.tensor([float(kept < b)], device=self.policy.device)
+            if float(self.acc.gather(short).max()) == 0:
+                break
+            extra = self.next_batch()
+            extra_rollouts = self.policy.rollout(
+                self.policy.prompt_batch(extra.images), self.cfg.sampling
+            )
+            extra_rewards = self.score(extra_rollouts, extra)
+            self.rollouts_generated += len(extra_rewards) * self.acc.num_processes
+            draws.append((extra, extra_rollouts, extra_rewards))
+            kept += len(informative(extra_rewards))
+        picks = [(d, g) for d, (_, _, r) in enumerate(draws) for g in informative(r)][:b]
+        chosen = set(picks)
+        picks += [(0, g) for g in range(b) if (0, g) not in chosen][: b - len(picks)]
+
+        def rows(d: int, g: int, x: torch.Tensor) -> torch.Tensor:
+            return x[g * k : (g + 1) * k]
+
+        width = max(draws[d][1].completion_ids.shape[1] for d, _ in picks)
+
+        def padded(x: torch.Tensor, value: int) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+        pad = self.policy.pad_token_id
+        new = Batch(
+            [draws[d][0].studies[g] for d, g in picks], [draws[d][0].images[g] for d, g in picks]
+        )
+        prompts = self.policy.prompt_batch(new.images)
+        truncated = [draws[d][1].truncated for d, _ in picks]
+        merged = Rollouts(
+            prompts=prompts,
+            k=k,
+            completion_ids=torch.cat(
+                [padded(rows(d, g, draws[d][1].completion_ids), pad) for d, g in picks]
+            ),
+            completion_mask=torch.cat(
+                [padded(rows(d, g, draws[d][1].completion_mask), 0) for d, g in picks]
+            ),
+            texts=[t for d, g in picks for t in draws[d][1].texts[g * k : (g + 1) * k]],
+            truncated=None
+            if any(t is None for t in truncated)
+            else torch.cat([rows(d, g, draws[d][1].truncated) for d, g in picks]),
+        )
+        merged_rewards = torch.cat([rows(d, g, draws[d][2]) for d, g in picks])
+        return new, prompts, merged, merged_rewards, len(draws) - 1
 
     def sft_step(self, batch: Batch) -> dict[str, float]:
         """The SFT ablation: next-token loss on the ground-truth reports."""
@@ -299,6 +382,7 @@ class Trainer:
             "zrr": self.controller.state_dict(),
             "reward_failures": self.reward_failures,
             "missing_rewards": self.missing_rewards,
+            "rollouts_generated": self.rollouts_generated,
         }
 
     def save(self) -> Path:
@@ -317,6 +401,7 @@ class Trainer:
         self.controller.load_state_dict(state["zrr"])
         self.reward_failures = dict(state.get("reward_failures", {}))
         self.missing_rewards = int(state.get("missing_rewards", 0))
+        self.rollouts_generated = int(state.get("rollouts_generated", 0))
         if hasattr(self.reward_fn, "failures"):
             self.reward_fn.failures.update(self.reward_failures)
         self.log.truncate_after(self.step)
@@ -347,13 +432,18 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ the loop
+    def budget_spent(self) -> bool:
+        """``trainer.rollout_budget`` rollouts (all processes, refills included) generated."""
+        budget = self.cfg.trainer.rollout_budget
+        return bool(budget) and self.rollouts_generated >= budget
+
     def fit(self) -> None:
         from orapo.train.progress import TrainProgress
 
         cfg = self.cfg.trainer
         with TrainProgress(cfg.steps, self.step, enabled=self.acc.is_main_process) as bar:
             try:
-                while self.step < cfg.steps:
+                while self.step < cfg.steps and not self.budget_spent():
                     metrics = self.train_step(self.next_batch())
                     self.step += 1
                     metrics["lr"] = self.scheduler.get_last_lr()[0]
