@@ -282,7 +282,7 @@ class Trainer:
         chosen = set(picks)
         picks += [(0, g) for g in range(b) if (0, g) not in chosen][: b - len(picks)]
 
-        def rows(d: int, g: int, x: torch.Tensor) -> torch.Tensor:
+        def rows(g: int, x: torch.Tensor) -> torch.Tensor:  # group g's K rows of x
             return x[g * k : (g + 1) * k]
 
         width = max(draws[d][1].completion_ids.shape[1] for d, _ in picks)
@@ -300,17 +300,17 @@ class Trainer:
             prompts=prompts,
             k=k,
             completion_ids=torch.cat(
-                [padded(rows(d, g, draws[d][1].completion_ids), pad) for d, g in picks]
+                [padded(rows(g, draws[d][1].completion_ids), pad) for d, g in picks]
             ),
             completion_mask=torch.cat(
-                [padded(rows(d, g, draws[d][1].completion_mask), 0) for d, g in picks]
+                [padded(rows(g, draws[d][1].completion_mask), 0) for d, g in picks]
             ),
             texts=[t for d, g in picks for t in draws[d][1].texts[g * k : (g + 1) * k]],
             truncated=None
             if any(t is None for t in truncated)
-            else torch.cat([rows(d, g, draws[d][1].truncated) for d, g in picks]),
+            else torch.cat([rows(g, draws[d][1].truncated) for d, g in picks]),
         )
-        merged_rewards = torch.cat([rows(d, g, draws[d][2]) for d, g in picks])
+        merged_rewards = torch.cat([rows(g, draws[d][2]) for d, g in picks])
         return new, prompts, merged, merged_rewards, len(draws) - 1
 
     def sft_step(self, batch: Batch) -> dict[str, float]:
