@@ -107,8 +107,12 @@ def run_one(row: str, seed: int, steps: int, extra: list[str], out: Path, consol
     run_dir = out / row / f"seed{seed}"
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    cfg, _ = load_train_config(None, row_overrides(row, seed, steps, extra), run_dir, None)
+    if summary.get("status") == "done" and not same_settings(summary.get("config", {}), cfg):
+        raise SystemExit(
+            f"{run_dir} holds a finished run with other settings: remove it or choose another --out"
+        )
     if summary.get("status") != "done":
-        cfg, _ = load_train_config(None, row_overrides(row, seed, steps, extra), run_dir, None)
         started = time.perf_counter()
         summary = run_training(cfg, run_dir, console=console)
         console.print(f"{row} seed {seed}: {time.perf_counter() - started:.0f} s")
@@ -130,6 +134,17 @@ def run_one(row: str, seed: int, steps: int, extra: list[str], out: Path, consol
         "rollouts": max((m.get("rollout/generated_total", 0) for m in metrics), default=0),
         "curves": curve,
     }
+
+
+def same_settings(saved: dict, cfg) -> bool:
+    """Whether a finished run's saved config is ``cfg`` (the model path aside: a run records
+    the resolved base model directory in place of ``builtin:demo-base``)."""
+    from orapo.config_io import to_dict
+
+    def strip(d: dict) -> dict:
+        return {**d, "model": {k: v for k, v in d.get("model", {}).items() if k != "name_or_path"}}
+
+    return strip(json.loads(json.dumps(saved))) == strip(json.loads(json.dumps(to_dict(cfg))))
 
 
 def mean_sd(values: list[float]) -> str:

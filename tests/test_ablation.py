@@ -107,3 +107,6 @@ def test_every_row_runs_and_the_page_is_written(ablation, tmp_path, monkeypatch)
     before = (tmp_path / "runs" / "orapo-1000" / "seed0" / "summary.json").stat().st_mtime
     assert ablation.main(args) == 0
     assert (tmp_path / "runs" / "orapo-1000" / "seed0" / "summary.json").stat().st_mtime == before
+    # ... but not one made with other settings
+    with pytest.raises(SystemExit, match="other settings"):
+        ablation.main([*args[:6], "3", *args[7:]])  # --steps 3
