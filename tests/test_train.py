@@ -316,9 +316,17 @@ def test_dynamic_sampling_refills_and_budget_stops(world, tmp_path, monkeypatch)
     from orapo.rewards import REWARDS
     from orapo.train.loop import run_training
 
+    returned_none = []
+
     def half_flat(completions, reference, **columns):
-        # the same reward for both rollouts of some studies (no signal), 0 / 1 for the others
-        return [0.0 if len(ref) % 3 == 0 else float(i % 2) for i, ref in enumerate(reference)]
+        # the same reward for both rollouts of some studies (no signal), 0 / 1 for the others;
+        # a missing reward for some rollouts, refills included, which must all be counted
+        out = [
+            None if len(ref) % 7 == 0 and i % 2 else 0.0 if len(ref) % 3 == 0 else float(i % 2)
+            for i, ref in enumerate(reference)
+        ]
+        returned_none.append(out.count(None))
+        return out
 
     monkeypatch.setitem(REWARDS._items, "half_flat", lambda **_: half_flat)
     cfg = config(
@@ -338,6 +346,7 @@ def test_dynamic_sampling_refills_and_budget_stops(world, tmp_path, monkeypatch)
     generated = [r["rollout/generated_total"] for r in rows]
     assert generated[-1] >= 40 and generated[-2] < 40  # stopped by the budget
     assert summary["steps"] == len(rows) < 10
+    assert summary["missing_rewards"] == sum(returned_none) > 0
     draws = [round((b - a) / 8) for a, b in zip([0.0, *generated[:-1]], generated, strict=True)]
     assert draws == [1 + r["dynamic/refills"] for r in rows]  # 4 images x K = 2 per draw
     assert any(r["dynamic/refills"] > 0 for r in rows)

@@ -8,6 +8,9 @@ One step (mode ``orapo``; ``grpo`` is the same with w = 0, ``sft`` skips to the 
             -> (1 - w) * GRPO(rollouts) + w * DPO(ground truth vs failed rollouts)
             -> backward -> clip -> optimizer and scheduler step
 
+With ``algorithm.dynamic_sampling`` (DAPO), groups whose K rewards are all equal are replaced by
+groups of new images right after the ZRR is measured (:meth:`Trainer.dynamic_sample`).
+
 Runs under accelerate: the same code on CPU, one GPU, or several processes with
 ``accelerate launch`` (each process takes its slice of every step's images; rewards are gathered
 so the Zero-Reward Rate and its EMA are global and identical on every process).
@@ -275,7 +278,9 @@ class Trainer:
                 self.policy.prompt_batch(extra.images), self.cfg.sampling
             )
             extra_rewards = self.score(extra_rollouts, extra)
-            self.rollouts_generated += len(extra_rewards) * self.acc.num_processes
+            all_extra = self.acc.gather(extra_rewards)  # every process is here: they draw together
+            self.rollouts_generated += len(all_extra)
+            self.missing_rewards += int(torch.isnan(all_extra).sum())
             draws.append((extra, extra_rollouts, extra_rewards))
             kept += len(informative(extra_rewards))
         picks = [(d, g) for d, (_, _, r) in enumerate(draws) for g in informative(r)][:b]
