@@ -278,6 +278,32 @@ def test_two_processes_match_one(world, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
 
 
+def test_two_processes_dynamic_sampling_draw_together(world, tmp_path):
+    """Under 2 processes, dynamic sampling's refills stay in step (no hang, one log)."""
+    extra = {
+        "algorithm.mode": "grpo",
+        "algorithm.dynamic_sampling": "true",
+        "algorithm.max_refill_rounds": 1,
+        "trainer.steps": 2,
+        "eval.before": False,
+        "eval.after": False,
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "orapo", "train", "--out", str(tmp_path / "run"), *overrides(world, **extra),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:  # 4 images x K = 2 per draw over both processes, refills included
+        assert r["rollout/generated_total"] == sum(
+            8 * (1 + x["dynamic/refills"]) for x in rows if x["step"] <= r["step"]
+        )
+
+
 def test_bad_image_is_named_or_skipped_and_counted(world, tmp_path):
     from orapo.manifest import read_manifest, write_manifest
     from orapo.train.data import ImageError
