@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+from helpers import load_benchmark, tiny_world
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("ablation", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablation"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ablation")
 
 
 def test_overrides_share_one_configuration(ablation):
@@ -40,22 +33,7 @@ def test_overrides_share_one_configuration(ablation):
 
 
 def test_every_row_runs_and_the_page_is_written(ablation, tmp_path, monkeypatch):
-    from orapo.manifest import read_manifest
-    from orapo.model import build_demo_model
-    from orapo.synth import generate
-
-    manifest = generate(
-        tmp_path / "synth",
-        40,
-        seed=0,
-        size=56,
-        progress=False,
-        contact_sheet=False,
-        counts={"train": 24, "val": 8, "test": 8},
-    )
-    model = build_demo_model(
-        tmp_path / "model", [s.report for s in read_manifest(manifest)], preset="tiny", seed=0
-    )
+    manifest, model = tiny_world(tmp_path)
     docs = tmp_path / "docs" / "results.md"
     docs.parent.mkdir()
     docs.write_text(

@@ -6,39 +6,21 @@ import json
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
+from helpers import cli_app, cli_runner
 from orapo.labeler import label_report
 from orapo.labeler.cli import register
 from orapo.manifest import format_report, write_manifest
 from orapo.observations import OBSERVATIONS
 
 
-def make_app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        """Test root."""
-
-    register(app)
-    return app
-
-
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    return make_app()
-
-
-def runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:  # click >= 8.2 keeps stderr apart already
-        return CliRunner()
+    return cli_app(register)
 
 
 def run(app, args, input=None):
-    return runner().invoke(app, ["label", *args], input=input)
+    return cli_runner().invoke(app, ["label", *args], input=input)
 
 
 def parse(stdout: str) -> list[dict]:

@@ -10,36 +10,19 @@ import re
 import time
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
+from helpers import cli_app, cli_runner
 from orapo.labeler import label_report
 from orapo.labeler.cli import default_llm_cache, register
 from orapo.llm import facts_to_labels, validate_facts
 from orapo.llm.fake_server import FakeChatServer, fake_facts
 from orapo.observations import OBSERVATIONS
 
-
-def make_app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        """Test root."""
-
-    register(app)
-    return app
-
-
-APP = make_app()
+APP = cli_app(register)
 
 
 def run(args: list[str], input: str | None = None):
-    try:
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:  # click >= 8.2 keeps stderr apart already
-        runner = CliRunner()
-    return runner.invoke(APP, ["label", *args], input=input)
+    return cli_runner().invoke(APP, ["label", *args], input=input)
 
 
 def parse(stdout: str) -> list[dict]:
@@ -63,6 +46,7 @@ def server():
 
 
 def llm_args(server, cache) -> list[str]:
+    """The LLM extractor on the fake server; ``cache`` None: ``--no-cache``."""
     return [
         "--extractor",
         "llm",
@@ -70,8 +54,7 @@ def llm_args(server, cache) -> list[str]:
         "fake-facts",
         "--base-url",
         server.base_url,
-        "--cache",
-        str(cache),
+        *(["--no-cache"] if cache is None else ["--cache", str(cache)]),
     ]
 
 
@@ -235,18 +218,7 @@ def test_default_cache_is_per_user(server, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # not absolute: ignored (XDG spec)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_llm_cache() == tmp_path / "home" / ".cache" / "orapo" / "llm-cache.sqlite"
-    nocache = run(
-        [
-            src,
-            "--extractor",
-            "llm",
-            "--model",
-            "fake-facts",
-            "--base-url",
-            server.base_url,
-            "--no-cache",
-        ]
-    )
+    nocache = run([src, *llm_args(server, None)])
     assert nocache.exit_code == 0, nocache.output
     assert not default_llm_cache().exists()
 

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "labeler_openi.py"
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("labeler_openi", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["labeler_openi"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("labeler_openi")
 
 
 def test_parse_term(bench):

@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 
-import typer
 from typer.testing import CliRunner
 
+from helpers import cli_app
 from orapo.llm import LLMLabeler
 from orapo.llm.cli import register
 from orapo.llm.fake_server import FakeChatServer
@@ -17,15 +17,8 @@ from orapo.llm.fake_server import FakeChatServer
 runner = CliRunner()
 
 
-def app() -> typer.Typer:
-    root = typer.Typer()
-
-    @root.callback()
-    def _root() -> None:
-        """test root"""
-
-    register(root)
-    return root
+def app():
+    return cli_app(register)
 
 
 def test_check_shows_facts_labels_and_usage(tmp_path):

@@ -264,7 +264,10 @@ def test_facts_reward_rejects_columns_of_the_wrong_length():
         FactsReward(FakeLabeler())(["a", "b"], reference=["only one"])
 
 
-def test_facts_reward_loads_the_labeler_lazily(monkeypatch):
+@pytest.fixture
+def labeler_calls(monkeypatch) -> list:
+    """``orapo.labeler.get_labeler`` replaced by one that records (name, options) and returns a
+    FakeLabeler; the list of calls."""
     calls = []
 
     def get_labeler(name="rule", **options):
@@ -274,6 +277,11 @@ def test_facts_reward_loads_the_labeler_lazily(monkeypatch):
     monkeypatch.setitem(
         sys.modules, "orapo.labeler", types.SimpleNamespace(get_labeler=get_labeler)
     )
+    return calls
+
+
+def test_facts_reward_loads_the_labeler_lazily(labeler_calls):
+    calls = labeler_calls
     reward = make_reward("facts", labeler_name="rule", labeler_options={"strict": True}, beta=1.0)
     assert calls == [("rule", {"strict": True})]
     assert reward(["Edema."], labels=[{"Edema": 1, "Cardiomegaly": 1}]) == pytest.approx([2 / 3])
@@ -441,16 +449,8 @@ def test_recipe_snippet_in_docs_builds_an_llm_facts_reward(tmp_path):
             reward.labeler.close()
 
 
-def test_facts_reward_takes_a_labeler_name_as_labeler(monkeypatch):
-    calls = []
-
-    def get_labeler(name="rule", **options):
-        calls.append((name, options))
-        return FakeLabeler()
-
-    monkeypatch.setitem(
-        sys.modules, "orapo.labeler", types.SimpleNamespace(get_labeler=get_labeler)
-    )
+def test_facts_reward_takes_a_labeler_name_as_labeler(labeler_calls):
+    calls = labeler_calls
     make_reward("facts", labeler="hybrid", labeler_options={"model": "m"})
     assert calls == [("hybrid", {"model": "m"})]
     with pytest.raises(ValueError, match="disagree"):

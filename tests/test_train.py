@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import tiny_world
 from orapo.cli import app
 from orapo.config_io import apply_overrides, from_dict
 from orapo.train.config import TrainConfig
@@ -24,23 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A 48-study synthetic world at 56 px and an untrained tiny demo model."""
-    from orapo.manifest import read_manifest
-    from orapo.model import build_demo_model
-    from orapo.synth import generate
-
-    root = tmp_path_factory.mktemp("world")
-    manifest = generate(
-        root / "synth",
-        48,
-        seed=0,
-        size=56,
-        progress=False,
-        contact_sheet=False,
-        counts={"train": 32, "val": 8, "test": 8},
-    )
-    texts = [s.report for s in read_manifest(manifest)]
-    model = build_demo_model(root / "model", texts, preset="tiny", seed=0)
-    return manifest, model
+    return tiny_world(tmp_path_factory.mktemp("world"))
 
 
 def overrides(world, **extra) -> list[str]:
