@@ -238,12 +238,12 @@ def plot(results: list[dict], out: Path) -> list[Path]:
 def machine() -> str:
     import torch
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f", load average at the end {os.getloadavg()[0]:.1f}"
     return (
         f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, load average at the end {load[0]:.1f}"
-        if load != ("?",)
-        else f"{platform.platform()}, {os.cpu_count()} CPUs"
+        f"torch {torch.__version__}{load}"
     )
 
 

@@ -70,6 +70,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orapo.labeler.rule import DIFFERENTIAL_MODES
 from orapo.manifest import format_report
 from orapo.observations import NO_FINDING, OBSERVATIONS, SUPPORT_DEVICES
 
@@ -505,8 +506,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     ap.add_argument(
         "--differential",
-        choices=("positive", "uncertain"),
-        default="positive",
+        choices=DIFFERENTIAL_MODES,
+        default=DIFFERENTIAL_MODES[0],
         help="how ours reads a finding named in a differential ('atelectasis versus "
         "infiltrate'): positive (as the MeSH coders code it; the labeler's default) or "
         "uncertain (CheXpert's convention)",

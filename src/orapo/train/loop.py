@@ -263,14 +263,14 @@ class Trainer:
         Returns (batch, prompts, rollouts, rewards, refills).
         """
         a, k, b = self.cfg.algorithm, rollouts.k, len(batch.studies)
-        draws = [(batch, rollouts, rewards)]
 
         def informative(r: torch.Tensor) -> list[int]:
             return alg.informative_groups(r, k, atol=a.zero_atol).nonzero().flatten().tolist()
 
-        kept = len(informative(rewards))
+        draws = [(batch, rollouts, rewards)]
+        useful = [informative(rewards)]  # per draw: its groups with a reward spread
         while len(draws) <= a.max_refill_rounds:
-            short = torch.tensor([float(kept < b)], device=self.policy.device)
+            short = torch.tensor([float(sum(map(len, useful)) < b)], device=self.policy.device)
             if float(self.acc.gather(short).max()) == 0:
                 break
             extra = self.next_batch()
@@ -282,8 +282,8 @@ class Trainer:
             self.rollouts_generated += len(all_extra)
             self.missing_rewards += int(torch.isnan(all_extra).sum())
             draws.append((extra, extra_rollouts, extra_rewards))
-            kept += len(informative(extra_rewards))
-        picks = [(d, g) for d, (_, _, r) in enumerate(draws) for g in informative(r)][:b]
+            useful.append(informative(extra_rewards))
+        picks = [(d, g) for d, groups in enumerate(useful) for g in groups][:b]
         chosen = set(picks)
         picks += [(0, g) for g in range(b) if (0, g) not in chosen][: b - len(picks)]
 
