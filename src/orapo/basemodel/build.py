@@ -76,7 +76,14 @@ def pretrain_base(
 
     from orapo.algorithms import sft_loss
     from orapo.basemodel.scenes import caption_dataset
-    from orapo.model import LoraSettings, ModelConfig, build_demo_model, load_policy, load_prompt
+    from orapo.model import (
+        LoraSettings,
+        ModelConfig,
+        build_demo_model,
+        load_image,
+        load_policy,
+        load_prompt,
+    )
     from orapo.model.demo import get_preset
 
     preset = get_preset(settings.preset)
@@ -96,8 +103,6 @@ def pretrain_base(
         ),
         trainable=True,
     )
-    from orapo.train.data import load_image
-
     caption_prompt, report_prompt = policy.prompt, load_prompt()
     size = load_image(reports[0][0]).size if reports else (preset.image_size,) * 2
     blank = Image.new("RGB", size)
