@@ -2,7 +2,7 @@
 
 The main job trains on ``--n-train`` studies (1,000) and is scored by clinical F1 (positive
 protocol, micro, all14) on the test split. This script asks what a policy could reach if it
-read the gold labels of every training image perfectly, through a linear read-out:
+learnt from the gold labels of every training image, through a linear read-out:
 
 * ``features``: per observation, an L2-regularised logistic regression on the image features
   the model's language side receives (the merger's output for the image, flattened:
@@ -11,6 +11,9 @@ read the gold labels of every training image perfectly, through a linear read-ou
 * ``pixels``: the same on the raw grey levels (downsampled to ``--pixel-side``): what the world
   allows a linear read-out of the image, whatever the model.
 * ``normal report``: every study called normal (the report the collapsed policy writes).
+
+Each study's first image; the first ``--n-train`` studies of the training split (the main job
+takes its 1,000 after a seeded shuffle: another subset of the same size).
 
 Full labels on every image are far more than RL gets (a scalar reward per sampled report), so
 these are upper bounds for the demo's budget with this model, not predictions.
