@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
-def image_features(policy, paths: list[Path], batch: int = 64) -> np.ndarray:
+def image_features(policy, images: list[Image.Image], batch: int = 64) -> np.ndarray:
     """(N, tokens * hidden) merger outputs of the images, in order (call under no_grad)."""
     rows = []
-    for i in range(0, len(paths), batch):
-        prompts = policy.prompt_batch(paths[i : i + batch])
+    for i in range(0, len(images), batch):
+        prompts = policy.prompt_batch(images[i : i + batch])
         out = policy.core.get_image_features(
             pixel_values=prompts.pixel_values,
             image_grid_thw=prompts.image_grid_thw,
@@ -45,17 +45,10 @@ def image_features(policy, paths: list[Path], batch: int = 64) -> np.ndarray:
     return np.stack(rows)
 
 
-def pixel_features(paths: list[Path], side: int) -> np.ndarray:
+def pixel_features(images: list[Image.Image], side: int) -> np.ndarray:
     """(N, side * side) grey levels in [0, 1]."""
-    from PIL import Image
-
-    return np.stack(
-        [
-            np.asarray(Image.open(p).convert("L").resize((side, side)), dtype=np.float32).ravel()
-            / 255.0
-            for p in paths
-        ]
-    )
+    grey = [np.asarray(im.convert("L").resize((side, side)), dtype=np.float32) for im in images]
+    return np.stack(grey).reshape(len(images), -1) / 255.0
 
 
 def probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, c: float) -> np.ndarray:
@@ -83,8 +76,9 @@ def read_outs(
     import torch
 
     from orapo.manifest import read_manifest
-    from orapo.metrics.clinical import clinical_scores
+    from orapo.metrics.clinical import binarize, clinical_scores
     from orapo.model import ModelConfig, load_policy
+    from orapo.model.images import load_images
     from orapo.observations import OBSERVATIONS
 
     manifest = read_manifest(manifest_path)
@@ -108,13 +102,15 @@ def read_outs(
         per = {o: result.per_observation[o].f1 for o in OBSERVATIONS}
         return result.micro.precision, result.micro.recall, result.micro.f1, per
 
-    y_train = np.array([[int(s.labels[o] == 1) for o in OBSERVATIONS] for s in train])
-    paths_train = [s.image_paths(manifest.root)[0] for s in train]
-    paths_test = [s.image_paths(manifest.root)[0] for s in test]
+    y_train = binarize([s.labels for s in train], "positive", "all14").astype(np.int64)
+    images = [
+        load_images([s.image_paths(manifest.root)[0] for s in studies]).images
+        for studies in (train, test)
+    ]
     policy = load_policy(ModelConfig(name_or_path=model), trainable=False)
     with torch.no_grad():
-        feats = image_features(policy, paths_train), image_features(policy, paths_test)
-    pixels = pixel_features(paths_train, pixel_side), pixel_features(paths_test, pixel_side)
+        feats = [image_features(policy, ims) for ims in images]
+    pixels = [pixel_features(ims, pixel_side) for ims in images]
 
     normal = np.zeros((len(test), len(OBSERVATIONS)), dtype=np.int64)
     normal[:, OBSERVATIONS.index("No Finding")] = 1
