@@ -100,7 +100,7 @@ def row_overrides(row: str, seed: int, steps: int, extra: list[str]) -> list[str
 
 def run_one(row: str, seed: int, steps: int, extra: list[str], out: Path, console) -> dict:
     """One run (or the finished one already in its directory): its numbers and curves."""
-    from orapo.train.loop import run_training
+    from orapo.train.run import run_training
     from orapo.train.run import load_train_config
     from orapo.train.tracking import read_metrics
 

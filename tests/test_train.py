@@ -83,6 +83,19 @@ def test_train_cli_end_to_end(world, tmp_path):
     assert Path(summary["model_dir"]) == out / "model"
     assert (out / "config.yaml").is_file()
     assert (out / "eval-final" / "metrics.json").is_file()
+    # Each result file names the model that produced it.
+    final_metrics = json.loads((out / "eval-final" / "metrics.json").read_text())
+    assert final_metrics["model"] == str(out / "model")
+    base_metrics = json.loads((out / "eval-base" / "metrics.json").read_text())
+    assert base_metrics["model"] == str(world[1])
+    # The grounding check and the image-blind references are in the summary and the table.
+    shuffled = summary["final_shuffled_images"]
+    assert 0.0 <= shuffled["f1"] <= 1.0 and shuffled["n"] == summary["final"]["n"]
+    assert (out / "eval-final-shuffled" / "metrics.json").is_file()
+    refs = summary["references"]
+    assert set(refs) == {"normal_report", "all_positive", "majority"}
+    assert refs["all_positive"]["recall"] == 1.0
+    assert "shuffled" in result.output and "image-blind" in result.output
     assert {p.name for p in (out / "plots").iterdir()} >= {"reward.png", "zrr.png", "w.png"}
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -120,7 +133,7 @@ def test_train_cli_end_to_end(world, tmp_path):
 
 @pytest.mark.parametrize("mode", ["grpo", "sft"])
 def test_ablation_modes_run(world, tmp_path, mode):
-    from orapo.train.loop import run_training
+    from orapo.train.run import run_training
 
     cfg = config(world, **{"algorithm.mode": mode, "trainer.steps": 2, "eval.before": False})
     summary = run_training(cfg, tmp_path / mode)
@@ -150,7 +163,8 @@ def _interrupt_at(step: int):
 def test_resume_reproduces_uninterrupted_run(world, tmp_path, monkeypatch, lose_last_checkpoint):
     """Ctrl-C at step 3 (checkpoint saved), or a kill (only the step-2 checkpoint), then
     --resume: the final parameters equal those of an uninterrupted run."""
-    from orapo.train.loop import Trainer, run_training
+    from orapo.train.loop import Trainer
+    from orapo.train.run import run_training
 
     extra = {"trainer.steps": 4, "trainer.save_every": 2, "eval.before": False, "eval.after": False}
     run_training(config(world, **extra), tmp_path / "straight")
@@ -178,7 +192,8 @@ def test_resume_reproduces_uninterrupted_run(world, tmp_path, monkeypatch, lose_
 def test_nonfinite_loss_stops_with_checkpoint_intact(world, tmp_path, monkeypatch):
     from orapo import algorithms as alg
     from orapo.train import loop
-    from orapo.train.loop import NonFiniteLossError, run_training
+    from orapo.train.loop import NonFiniteLossError
+    from orapo.train.run import run_training
 
     real = alg.orapo_loss
     calls = {"n": 0}
@@ -198,7 +213,7 @@ def test_nonfinite_loss_stops_with_checkpoint_intact(world, tmp_path, monkeypatc
 
 def test_missing_rewards_are_counted_not_fatal(world, tmp_path, monkeypatch):
     from orapo.rewards import REWARDS
-    from orapo.train.loop import run_training
+    from orapo.train.run import run_training
 
     def flaky(completions, **columns):
         return [None if i % 3 == 0 else float(len(c) % 2) for i, c in enumerate(completions)]
@@ -292,7 +307,7 @@ def test_two_processes_dynamic_sampling_draw_together(world, tmp_path):
 def test_bad_image_is_named_or_skipped_and_counted(world, tmp_path):
     from orapo.manifest import read_manifest, write_manifest
     from orapo.train.data import ImageError
-    from orapo.train.loop import run_training
+    from orapo.train.run import run_training
 
     manifest, _ = world
     studies = read_manifest(manifest).studies
@@ -325,7 +340,7 @@ def test_dynamic_sampling_refills_and_budget_stops(world, tmp_path, monkeypatch)
     """DAPO's dynamic sampling keeps only groups whose rewards differ; the rollout budget
     (refills included) ends the run before trainer.steps."""
     from orapo.rewards import REWARDS
-    from orapo.train.loop import run_training
+    from orapo.train.run import run_training
 
     returned_none = []
 

@@ -142,6 +142,54 @@ def demo(
         )
 
 
+@model_app.command("build-base")
+def build_base(
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Folder to put the base in (as base-<key>/, the key of its settings). To ship it, "
+        "src/orapo/basemodel/shipped.",
+    ),
+    overrides: list[str] = typer.Argument(
+        None,
+        help="base.field=value settings (orapo train --describe lists them), e.g. base.steps=200.",
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+) -> None:
+    """Pre-train the embedded demo base model (captions + chest questions, no report text).
+
+    Seeded: the same settings give the same base. The main job uses the base shipped in the
+    package when its settings match, so the main job's minutes go to RL.
+    """
+    from rich.console import Console
+
+    from orapo.basemodel.build import build_base_model, cache_key
+    from orapo.basemodel.settings import BaseModelSettings
+    from orapo.config_io import ConfigError, apply_overrides, from_dict
+
+    bad = [o for o in overrides or [] if not o.startswith("base.")]
+    if bad:
+        _fail(f"{bad[0]}: only base.* settings apply here")
+    try:
+        data = apply_overrides({"base": {}}, overrides or [])
+        settings = from_dict(BaseModelSettings, data["base"], "base")
+    except (ConfigError, ValueError) as err:
+        _fail(str(err))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    target = out / f"base-{cache_key(settings)}"
+    console = Console(stderr=True)
+    with _clean_errors():
+        path = build_base_model(settings, target, console)
+    record = json.loads((path / "base_model.json").read_text(encoding="utf-8"))
+    typer.echo(
+        f"wrote {path} in {record['seconds']} s: final loss {record['final_loss']:.3f}, "
+        f"held-out VQA balanced accuracy {record['vqa_balanced_accuracy'].get('mean', 0):.3f}"
+    )
+
+
 # ----------------------------------------------------------------------------- generate
 def _inputs(input_path: Path, split: str | None) -> tuple[list[tuple[str, Path, str]], bool]:
     """(id, resolved image path, image as written) items, and whether it is a single image."""

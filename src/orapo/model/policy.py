@@ -235,7 +235,11 @@ class Policy:
     def set_prompt(self, prompt: ReportPrompt) -> None:
         """Use another prompt from now on (recorded by :meth:`save`)."""
         self.prompt = prompt
-        self.prompt_text = self.processor.apply_chat_template(
+        self.prompt_text = self.render_prompt(prompt)
+
+    def render_prompt(self, prompt: ReportPrompt) -> str:
+        """``prompt`` in the checkpoint's chat template, ready for generation."""
+        return self.processor.apply_chat_template(
             prompt.messages(), tokenize=False, add_generation_prompt=True
         )
 
@@ -269,16 +273,29 @@ class Policy:
         return sum(p.numel() for p in self.core.parameters())
 
     # ------------------------------------------------------------------ prompts
-    def prompt_batch(self, images: Sequence[Image.Image | str | Path]) -> PromptBatch:
-        """Encode B images with the report prompt (left-padded, on the policy's device)."""
+    def prompt_batch(
+        self,
+        images: Sequence[Image.Image | str | Path],
+        prompts: Sequence[ReportPrompt] | None = None,
+    ) -> PromptBatch:
+        """Encode B images with the report prompt (left-padded, on the policy's device).
+
+        ``prompts`` gives each image a prompt of its own (B of them; e.g. one question per
+        image in the base model's chest question answering) instead of the policy's prompt.
+        """
         if not images:
             raise ValueError("prompt_batch needs at least one image")
+        if prompts is not None and len(prompts) != len(images):
+            raise ValueError(f"prompt_batch: {len(prompts)} prompts for {len(images)} images")
         pil = [
             (load_image(im) if isinstance(im, (str, Path)) else im.convert("RGB")) for im in images
         ]
-        enc = self.processor(
-            text=[self.prompt_text] * len(pil), images=pil, padding=True, return_tensors="pt"
+        texts = (
+            [self.prompt_text] * len(pil)
+            if prompts is None
+            else [self.render_prompt(p) for p in prompts]
         )
+        enc = self.processor(text=texts, images=pil, padding=True, return_tensors="pt")
         length = enc["input_ids"].shape[1]
         limit = self.config.max_prompt_tokens
         if limit is not None and length > limit:

@@ -23,9 +23,21 @@ from orapo.synth.generate import (
 )
 from orapo.synth.render import render_density, render_image
 from orapo.synth.report import aggregate_labels, load_phrases, write_report, write_report_sentences
-from orapo.synth.spec import SUPPORTED, Anatomy, Finding, StudySpec, load_world, sample_spec
+from orapo.synth.spec import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    SUPPORTED,
+    Anatomy,
+    Finding,
+    StudySpec,
+    load_profile,
+    load_world,
+    sample_spec,
+)
 
 __all__ = [
+    "DEFAULT_PROFILE",
+    "PROFILES",
     "SUPPORTED",
     "Anatomy",
     "Finding",
@@ -34,6 +46,7 @@ __all__ = [
     "generate",
     "iter_studies",
     "load_phrases",
+    "load_profile",
     "load_world",
     "make_study",
     "render_density",

@@ -18,6 +18,12 @@ def synth(
         0, "--seed", min=0, help="Random seed; the same seed gives the same bytes."
     ),
     size: int = typer.Option(112, "--size", min=32, help="Image side in pixels."),
+    profile: str = typer.Option(
+        "salient",
+        "--profile",
+        help="World profile: salient (the demo's world: findings drawn strongly, a quiet "
+        "patient) or realistic (subtler findings, more benign variation). docs/synth.md.",
+    ),
     val_frac: float = typer.Option(
         0.1, "--val-frac", min=0.0, max=1.0, help="Share of studies in the val split."
     ),
@@ -77,7 +83,7 @@ def synth(
         path = generate(
             out, n, seed=seed, size=size, write_images=images, progress=progress,
             counts=counts, workers=workers, contact_sheet=contact_sheet and images,
-            overwrite=overwrite,
+            overwrite=overwrite, profile=profile,
         )  # fmt: skip
     except (FileExistsError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
@@ -89,7 +95,9 @@ def synth(
         f"wrote {stats.studies} studies to {path} "
         f"(train {stats.splits['train']}, val {stats.splits['val']}, test {stats.splits['test']})"
     )
-    what = f"{size}x{size} images, {workers} worker(s)" if images else "no images"
+    what = f"{profile} world, " + (
+        f"{size}x{size} images, {workers} worker(s)" if images else "no images"
+    )
     console.print(f"{seconds:.2f} s, {stats.studies / seconds:.0f} studies/s ({what})")
     console.print(f"No Finding: {normal} ({normal / max(1, stats.labelled):.1%})")
     if images and contact_sheet:

@@ -23,7 +23,7 @@ from orapo.manifest import SPLITS, Study, write_manifest
 from orapo.observations import format_labels
 from orapo.synth.render import RENDER_VERSION, render_image
 from orapo.synth.report import write_report
-from orapo.synth.spec import StudySpec, sample_spec
+from orapo.synth.spec import DEFAULT_PROFILE, StudySpec, load_profile, sample_spec
 
 #: Bumped whenever a change alters the studies drawn for a given seed.
 SYNTH_VERSION = 1
@@ -83,11 +83,19 @@ class SynthStudy:
 
 
 def make_study(
-    seed: int, index: int, size: int = 112, with_image: bool = True, id_width: int = 6
+    seed: int,
+    index: int,
+    size: int = 112,
+    with_image: bool = True,
+    id_width: int = 6,
+    profile: str = DEFAULT_PROFILE,
 ) -> SynthStudy:
-    """Draw study ``index`` of the dataset with ``seed`` (spec, report and optionally image)."""
+    """Draw study ``index`` of the dataset with ``seed`` (spec, report and optionally image).
+
+    ``profile`` names the world (``salient``, the default, or ``realistic``; orapo.synth.spec).
+    """
     spec_rng, image_rng, report_rng = study_rngs(seed, index)
-    spec = sample_spec(spec_rng)
+    spec = sample_spec(spec_rng, load_profile(profile))
     findings, impression, labels = write_report(spec, report_rng)
     image = render_image(spec, size, image_rng) if with_image else None
     return SynthStudy(
@@ -96,11 +104,17 @@ def make_study(
 
 
 def iter_studies(
-    seed: int, start: int, stop: int, size: int = 112, with_image: bool = True, id_width: int = 6
+    seed: int,
+    start: int,
+    stop: int,
+    size: int = 112,
+    with_image: bool = True,
+    id_width: int = 6,
+    profile: str = DEFAULT_PROFILE,
 ) -> Iterator[SynthStudy]:
     """Studies ``start .. stop-1`` in memory (for trainers and tests; nothing is written)."""
     for i in range(start, stop):
-        yield make_study(seed, i, size, with_image, id_width)
+        yield make_study(seed, i, size, with_image, id_width, profile)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -120,10 +134,12 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _work(args: tuple[int, int, int, int, bool, str]) -> tuple[dict[str, Any], bytes | None]:
+def _work(
+    args: tuple[int, int, int, int, bool, str, str],
+) -> tuple[dict[str, Any], bytes | None]:
     """Make one study and its PNG bytes (top-level so worker processes can run it)."""
-    seed, index, size, id_width, with_image, split = args
-    s = make_study(seed, index, size, with_image, id_width)
+    seed, index, size, id_width, with_image, split, profile = args
+    s = make_study(seed, index, size, with_image, id_width, profile)
     study = Study(
         id=s.id,
         split=split,
@@ -134,6 +150,7 @@ def _work(args: tuple[int, int, int, int, bool, str]) -> tuple[dict[str, Any], b
         source={
             "dataset": "synth",
             "seed": seed,
+            "profile": profile,
             "index": index,
             "version": SYNTH_VERSION,
             "render_version": RENDER_VERSION,
@@ -157,6 +174,7 @@ def generate(
     workers: int = 1,
     contact_sheet: bool = True,
     overwrite: bool = False,
+    profile: str = DEFAULT_PROFILE,
 ) -> Path:
     """Write ``n`` synthetic studies under ``out_dir``; returns the manifest path.
 
@@ -187,7 +205,8 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
 
     id_width = max(6, len(str(n - 1)))
-    jobs = [(seed, i, size, id_width, write_images, split_of(i, counts)) for i in range(n)]
+    load_profile(profile)  # an unknown profile fails here, before any work
+    jobs = [(seed, i, size, id_width, write_images, split_of(i, counts), profile) for i in range(n)]
     records: list[dict[str, Any]] = []
     sheet: list[tuple[dict[str, Any], bytes]] = []
 

@@ -26,6 +26,11 @@ import yaml
 from orapo.observations import NO_FINDING, OBSERVATIONS, SUPPORT_DEVICES, index
 
 WORLD_FILE = Path(__file__).with_name("world.yaml")
+#: World profiles by name -> world file beside this module. ``salient`` (the default, what the
+#: main job trains on) draws definite findings strongly on a quieter patient; ``realistic`` is
+#: the subtler world of ``world.yaml``. See docs/synth.md.
+PROFILES: dict[str, str] = {"salient": "world_salient.yaml", "realistic": "world.yaml"}
+DEFAULT_PROFILE = "salient"
 
 #: Observations the world draws (every CheXpert observation except No Finding, which follows
 #: from the report by CheXpert's rule).
@@ -301,15 +306,45 @@ def _check_names_keys(obj: Any, where: str) -> dict:
     return obj
 
 
-@lru_cache(maxsize=8)
-def load_world(path: str | None = None) -> World:
-    """Load and validate a world file (default: ``world.yaml`` beside this module)."""
-    file = Path(path) if path else WORLD_FILE
+def _read_world(file: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A world file's mapping, with ``extends: OTHER.yaml`` resolved (top-level keys replace)."""
+    if file in seen:
+        raise ValueError(f"{file}: 'extends' loops back to itself")
     with file.open(encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
     if not isinstance(raw, dict):
         raise ValueError(f"{file}: expected a YAML mapping at the top level")
-    return parse_world(raw, str(file))
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base_file = file.with_name(str(parent))
+    if not base_file.is_file():
+        raise ValueError(f"{file}: extends {parent!r}, which is not a file beside it")
+    return {**_read_world(base_file, (*seen, file)), **raw}
+
+
+def profile_path(profile: str) -> Path:
+    """The world file of a named profile (:data:`PROFILES`)."""
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown world profile {profile!r}; valid profiles are: {', '.join(PROFILES)}"
+        )
+    return WORLD_FILE.with_name(PROFILES[profile])
+
+
+@lru_cache(maxsize=8)
+def load_world(path: str | None = None) -> World:
+    """Load and validate a world file (default: the realistic ``world.yaml`` beside this module).
+
+    A world file may start from another with ``extends: OTHER.yaml`` (a file beside it).
+    """
+    file = Path(path) if path else WORLD_FILE
+    return parse_world(_read_world(file), str(file))
+
+
+def load_profile(profile: str = DEFAULT_PROFILE) -> World:
+    """The world of a named profile (``salient`` or ``realistic``)."""
+    return load_world(str(profile_path(profile)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,7 +360,7 @@ def _choice(rng: np.random.Generator, dist: Mapping[Any, float]) -> Any:
 
 def sample_anatomy(rng: np.random.Generator, world: World | None = None) -> Anatomy:
     """Draw benign anatomical and exposure variation uniformly from the world's ranges."""
-    world = world or load_world()
+    world = world or load_profile()
     values: dict[str, Any] = {}
     for name, spec in world.anatomy.items():
         if isinstance(spec, list):
@@ -382,7 +417,7 @@ def _sample_devices(rng: np.random.Generator, world: World) -> list[Finding]:
 
 def sample_findings(rng: np.random.Generator, world: World | None = None) -> tuple[Finding, ...]:
     """Draw the findings of one study following the world's prevalence and co-occurrence."""
-    world = world or load_world()
+    world = world or load_profile()
     if rng.random() < world.normal_fraction:
         if rng.random() < world.device_in_normal:
             return tuple(_sample_devices(rng, world))
@@ -412,6 +447,6 @@ def sample_spec(rng: np.random.Generator, world: World | None = None) -> StudySp
     >>> isinstance(spec, StudySpec)
     True
     """
-    world = world or load_world()
+    world = world or load_profile()
     anatomy = sample_anatomy(rng, world)
     return StudySpec(anatomy=anatomy, findings=sample_findings(rng, world))

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from orapo.basemodel.settings import BaseModelSettings
 from orapo.model.config import LoraSettings, ModelConfig, SamplingConfig
+from orapo.synth.spec import PROFILES
 
 #: ``model.name_or_path`` value meaning "the embedded demo base model, built and cached".
 DEMO_BASE = "builtin:demo-base"
@@ -28,6 +30,18 @@ class SynthSettings:
     n: int = _help("Total studies over all splits.", default=1700)
     seed: int = _help("World seed.", default=0)
     size: int = _help("Image side in pixels.", default=112)
+    profile: str = _help(
+        "World profile: salient (findings drawn strongly on a quiet patient; the demo's) or "
+        "realistic (subtler). docs/synth.md.",
+        default="salient",
+    )
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(
+                f"data.synth.profile: {self.profile!r} is not one of {', '.join(PROFILES)}"
+            )
+
     split_fracs: list[float] = _help(
         "Train/val/test fractions.", default_factory=lambda: [0.7, 0.1, 0.2]
     )
@@ -55,25 +69,6 @@ class DataConfig:
         "Skip (and count) studies whose image is missing or unreadable instead of stopping.",
         default=False,
     )
-
-
-@dataclass
-class BaseModelSettings:
-    """How the embedded demo base model is built when ``model.name_or_path`` is the builtin.
-
-    Plays the part of Qwen2.5-VL-3B in the paper: a competent general vision-language model that
-    knows little radiology (see docs/demo.md).
-    """
-
-    cache_dir: str = _help("Where the built base model is cached.", default="data/base-model")
-    preset: str = _help("Demo architecture preset (orapo.model).", default="demo")
-    steps: int = _help(
-        "Pre-training steps, alternating captions and report text (blank image).", default=400
-    )
-    batch_size: int = _help("Pre-training batch size.", default=32)
-    lr: float = _help("Pre-training learning rate.", default=2e-3)
-    n_captions: int = _help("Size of the general-domain caption world.", default=3000)
-    seed: int = _help("Seed for the base model's world and initialisation.", default=0)
 
 
 @dataclass
@@ -167,6 +162,11 @@ class EvalConfig:
         "Evaluate the base policy on the test split before training.", default=True
     )
     after: bool = _help("Evaluate the trained policy on the test split.", default=True)
+    shuffled: bool = _help(
+        "Also evaluate the trained policy with the test images shuffled among the studies "
+        "(the grounding check: a model that reads the image scores clearly lower).",
+        default=True,
+    )
     max_new_tokens: int = _help("Greedy generation length in evaluation.", default=128)
     examples: int = _help("Example studies in the HTML page.", default=8)
 

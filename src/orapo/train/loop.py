@@ -18,8 +18,6 @@ so the Zero-Reward Rate and its EMA are global and identical on every process).
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,13 +27,12 @@ from typing import Any
 import torch
 
 from orapo import algorithms as alg
-from orapo.config_io import save_yaml, to_dict
-from orapo.manifest import Study, atomic_write_text
+from orapo.manifest import Study
 from orapo.model.policy import Rollouts
-from orapo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from orapo.train.checkpoint import load_checkpoint, save_checkpoint
 from orapo.train.config import TrainConfig
 from orapo.train.data import EpochSampler, study_image
-from orapo.train.tracking import MetricsLog, write_plots
+from orapo.train.tracking import MetricsLog
 
 
 class NonFiniteLossError(RuntimeError):
@@ -476,112 +473,4 @@ class Trainer:
                 raise
 
 
-def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=None) -> dict:
-    """Everything ``orapo train`` does: data, base model, evaluate, train, evaluate, report."""
-    from rich.console import Console
-
-    from orapo.train.setup import build_trainer, resolve_data, resolve_model
-
-    console = console or Console()
-    started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # The main process generates the world and builds the base model; the others wait, then
-    # read what it wrote (one accelerate state per process, shared with the trainer's).
-    from accelerate import PartialState
-
-    with PartialState().main_process_first():
-        data = resolve_data(cfg, console)
-        cfg.model.name_or_path = resolve_model(cfg, data, console)
-    trainer = build_trainer(cfg, run_dir, data, console)
-    acc = trainer.acc
-    if acc.is_main_process:
-        save_yaml(cfg, run_dir / "config.yaml")
-
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "mode": cfg.algorithm.mode}
-    if data.skipped:
-        summary["skipped_images"] = data.skipped
-    previous = _read_json(run_dir / "summary.json") if resume else {}
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from")
-    if checkpoint is not None:
-        trainer.resume(checkpoint)
-        console.print(f"Resumed from {checkpoint} (step {trainer.step}).")
-        if "base" in previous:
-            summary["base"] = previous["base"]
-    elif cfg.eval.before:
-        console.print(
-            f"Evaluating the base policy on {len(data.test)} {cfg.data.test_split} studies"
-        )
-        base = trainer.validate(data.test, cfg.data.test_split)
-        if base:
-            summary["base"] = _headline(base)
-            _write_eval(run_dir / "eval-base", base, data.root, cfg.eval.examples)
-    if acc.is_main_process:
-        _write_summary(run_dir, {**summary, "status": "training"})
-
-    trainer.fit()
-    trainer.save()
-    model_dir = run_dir / "model"
-    if acc.is_main_process:
-        trainer.policy.save(model_dir)
-    acc.wait_for_everyone()
-    summary["model_dir"] = str(model_dir)
-    summary["steps"] = trainer.step
-    labeler = getattr(trainer.reward_fn, "labeler", None)
-    if hasattr(labeler, "summary"):  # the LLM extractor: requests, tokens, cost, cache, fallbacks
-        stats = labeler.summary()
-        console.print(stats.format())
-        summary["llm"] = stats.as_metrics(prefix="")
-    summary["reward_failures"] = trainer.reward_failures
-    summary["missing_rewards"] = trainer.missing_rewards
-    if cfg.eval.after:
-        final = trainer.validate(data.test, cfg.data.test_split)
-        if final:
-            summary["final"] = _headline(final)
-            _write_eval(run_dir / "eval-final", final, data.root, cfg.eval.examples)
-    acc.end_training()
-    if acc.is_main_process:
-        summary["plots"] = [str(p) for p in write_plots(run_dir)]
-        summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-        if resume and "wall_seconds" in previous:
-            summary["wall_seconds_before_resume"] = previous["wall_seconds"]
-        summary["status"] = "done"
-        summary["config"] = to_dict(cfg)
-        _write_summary(run_dir, summary)
-    return summary
-
-
-def _headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of the before/after table (positive protocol, micro, all14) and a few more."""
-    s = result["summary"]
-    key = "clinical/positive/all14/micro_"
-    return {
-        "precision": s[key + "precision"],
-        "recall": s[key + "recall"],
-        "f1": s[key + "f1"],
-        "protocol": "positive/all14/micro",
-        "f1_uncertain_positive": s["clinical/uncertain-positive/all14/micro_f1"],
-        "f1_macro": s["clinical/positive/all14/macro_f1"],
-        "f1_top5": s["clinical/positive/top5/micro_f1"],
-        "bleu_4": s.get("text/bleu_4", math.nan),
-        "rouge_l": s.get("text/rouge_l", math.nan),
-        "n": result["metrics"].get("n"),
-    }
-
-
-def _write_eval(out_dir: Path, result: dict[str, Any], root: Path, examples: int) -> None:
-    from orapo.model.evaluate import write_evaluation
-
-    write_evaluation(result, out_dir, root, examples)
-
-
-def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-__all__ = ["NonFiniteLossError", "Trainer", "run_training"]
+__all__ = ["NonFiniteLossError", "Trainer"]

@@ -44,7 +44,15 @@ def resolve_data(cfg: TrainConfig, console) -> TrainData:
 
         s = cfg.data.synth
         console.print(f"Generating the synthetic chest X-ray world: {s.n} studies in {s.dir}")
-        generate(s.dir, s.n, seed=s.seed, size=s.size, split_fracs=tuple(s.split_fracs), workers=2)
+        generate(
+            s.dir,
+            s.n,
+            seed=s.seed,
+            size=s.size,
+            split_fracs=tuple(s.split_fracs),
+            workers=2,
+            profile=s.profile,
+        )
     manifest = read_manifest(path)
     d, seed = cfg.data, cfg.trainer.seed
     splits, skipped_all = {}, {}
@@ -76,8 +84,7 @@ def resolve_model(cfg: TrainConfig, data: TrainData, console) -> str:
         return cfg.model.name_or_path
     from orapo.basemodel.build import ensure_base_model
 
-    reports = [(s.image_paths(data.root)[0], s.report) for s in data.train]
-    return str(ensure_base_model(cfg.base, reports, console))
+    return str(ensure_base_model(cfg.base, console))
 
 
 def available_trackers(names: list[str], console) -> list[str]:

@@ -1,0 +1,71 @@
+"""How the embedded demo base model is built: one documented dataclass (``base.*`` in recipes).
+
+It lives with the base model (``orapo.train.config`` includes it as ``TrainConfig.base``), so
+``orapo model build-base`` and ``orapo train`` read the same settings, and the base model's
+build imports nothing from the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orapo.synth.spec import PROFILES
+
+#: Answer wordings of the chest question answering (orapo.basemodel.chest_vqa).
+ANSWER_MODES: tuple[str, ...] = ("report", "plain")
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class BaseModelSettings:
+    """How the embedded demo base model is built when ``model.name_or_path`` is the builtin.
+
+    Plays the part of Qwen2.5-VL-3B in the paper: a vision-language model that has seen chest
+    images (it answers questions about them) but has never written a report for one. Its
+    chest task draws a pool of synthetic studies with ``pool_seed``, never the demo's studies.
+    docs/demo.md.
+    """
+
+    cache_dir: str = _help("Where a base model built here is cached.", default="data/base-model")
+    preset: str = _help("Demo architecture preset (orapo.model.demo).", default="demo")
+    steps: int = _help(
+        "Pre-training steps (each a batch of captions or of chest questions).", default=6000
+    )
+    batch_size: int = _help("Pre-training batch size.", default=32)
+    lr: float = _help("Pre-training peak learning rate (warmup, then cosine).", default=2e-3)
+    n_captions: int = _help("Size of the general-domain caption world.", default=3000)
+    caption_share: float = _help(
+        "Share of pre-training steps on general captions (the rest: chest questions).",
+        default=0.25,
+    )
+    pool_size: int = _help("Synthetic studies in the chest question pool.", default=4000)
+    pool_seed: int = _help(
+        "World seed of the chest question pool; keep it apart from the seeds you train and "
+        "test on.",
+        default=1000,
+    )
+    profile: str = _help(
+        "World profile of the chest question pool (orapo.synth).", default="salient"
+    )
+    answers: str = _help(
+        "Answer wording: report (yes + the pool study's own report sentence for the finding) or "
+        "plain (yes / no only).",
+        default="report",
+    )
+    seed: int = _help("Seed for the initialisation, captions and batch order.", default=0)
+
+    def __post_init__(self) -> None:
+        if self.answers not in ANSWER_MODES:
+            raise ValueError(
+                f"base.answers: {self.answers!r} is not one of {', '.join(ANSWER_MODES)}"
+            )
+        if self.profile not in PROFILES:
+            raise ValueError(f"base.profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
+        if not 0.0 <= self.caption_share <= 1.0:
+            raise ValueError(f"base.caption_share must be in [0, 1], got {self.caption_share}")
+        for name in ("steps", "batch_size", "n_captions", "pool_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"base.{name} must be >= 1, got {getattr(self, name)}")
