@@ -100,8 +100,7 @@ def row_overrides(row: str, seed: int, steps: int, extra: list[str]) -> list[str
 
 def run_one(row: str, seed: int, steps: int, extra: list[str], out: Path, console) -> dict:
     """One run (or the finished one already in its directory): its numbers and curves."""
-    from orapo.train.run import run_training
-    from orapo.train.run import load_train_config
+    from orapo.train.run import load_train_config, run_training
     from orapo.train.tracking import read_metrics
 
     run_dir = out / row / f"seed{seed}"
@@ -248,7 +247,7 @@ def machine() -> str:
 
 
 def write_docs(path: Path, body: str) -> None:
-    from orapo.manifest import atomic_write_text
+    from orapo.atomic import atomic_write_text
 
     block = f"{BEGIN}\n{body}\n{END}"
     text = path.read_text(encoding="utf-8") if path.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
@@ -292,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             console.rule(f"{row}, seed {seed}")
             results.append(run_one(row, seed, args.steps, args.extra, args.out, console))
     wall = time.perf_counter() - started
-    from orapo.manifest import atomic_write_text
+    from orapo.atomic import atomic_write_text
 
     atomic_write_text(args.out / "ablation.json", json.dumps(results, indent=1) + "\n")
     plots = plot(results, args.out)

@@ -75,10 +75,10 @@ def read_outs(
     probes and the pixel probes for each regularisation strength in ``cs``."""
     import torch
 
+    from orapo.images import load_images
     from orapo.manifest import read_manifest
     from orapo.metrics.clinical import binarize, clinical_scores
     from orapo.model import ModelConfig, load_policy
-    from orapo.model.images import load_images
     from orapo.observations import OBSERVATIONS
 
     manifest = read_manifest(manifest_path)

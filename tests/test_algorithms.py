@@ -160,7 +160,7 @@ def test_controller_skips_nan_and_round_trips_state():
 def test_controller_constant_mode_and_validation():
     c = alg.ZRRController(mode="constant", constant_w=0.1)
     c.update(1.0)
-    assert c.weight() == 0.1 and c.metrics() == {"zrr/ema": 1.0, "mix/w": 0.1}
+    assert c.weight() == 0.1 and c.metrics() == {"zrr/ema": 1.0}
     assert alg.ZRRController(mode="constant").weight() == 0.0  # pure GRPO
     with pytest.raises(ValueError, match="valid values are: ema, constant"):
         alg.ZRRController(mode="linear")

@@ -76,7 +76,7 @@ def test_sampler_is_balanced(pool):
     sampler = VqaSampler(pool, load_vocab(), mode="report", list_share=0.0)
     said = Counter()
     rng = np.random.default_rng(0)
-    for _, prompt, text in sampler.batch(rng, 3000):
+    for _, _, text in sampler.batch(rng, 3000):
         said[text.startswith("Yes")] += 1
     assert abs(said[True] / 3000 - 0.5) < 0.04
     with pytest.raises(ValueError, match="answers: 'lay'"):

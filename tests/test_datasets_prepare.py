@@ -280,6 +280,23 @@ def test_iu_r2gen(tmp_path):
     assert _skipped(result.summary) == expected["skipped"]
 
 
+def test_r2gen_layout_is_detected_without_format(tmp_path):
+    """``--root`` holding annotation.json + images/ (R2Gen's form) prepares without --format;
+    a root with neither layout names both the missing file and the other layout's flag."""
+    for dataset, build in (("iu-xray", build_iu_r2gen), ("mimic-cxr", build_mimic_r2gen)):
+        root, out = tmp_path / dataset, tmp_path / f"{dataset}-out"
+        expected = build(root)
+        result = prepare(dataset, PrepareOptions(root=root, out=out, labels="none"))
+        assert result.summary["format"] == "r2gen"
+        assert len(result.studies) == len(expected["kept"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PrepareError, match="ecgen-radiology does not exist.*--format r2gen"):
+        prepare("iu-xray", PrepareOptions(root=empty, out=tmp_path / "o"))
+    with pytest.raises(PrepareError, match="split.csv.gz does not exist.*--format r2gen"):
+        prepare("mimic-cxr", PrepareOptions(root=empty, out=tmp_path / "o"))
+
+
 # --------------------------------------------------------------------------- options, CLI
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from fixtures_datasets import MIMIC_REPORTS
-from orapo.datasets.common import hash_split, select_views
 from orapo.datasets.sections import (
     clean_text,
     findings_and_impression,
     normalize_section_name,
     split_sections,
 )
+from orapo.datasets.splits import hash_split, select_views
 
 
 def test_standard_report_sections():

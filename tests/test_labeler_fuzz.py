@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orapo.labeler import RuleLabeler, get_labeler
+from orapo.labeler import RuleLabeler, aggregate, get_labeler
 from orapo.observations import OBSERVATIONS
 
 WORDS = [
@@ -112,9 +112,13 @@ def test_random_vocabulary_soup_never_crashes(lab):
     rng = random.Random(1)
     for _ in range(500):
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 60)))
-        check(lab.label(text))
-        # The stages agree with label().
-        assert lab.label(text) == RuleLabeler.label(lab, text)
+        labels = lab.label(text)
+        check(labels)
+        # The three stages run one by one (extract, classify, aggregate) agree with label(),
+        # which runs them per sentence through its cache.
+        mentions = lab.extract_mentions(text)
+        assert aggregate(lab.classify(text, mentions)) == labels, text
+        assert aggregate(lab.classify(text)) == labels, text
 
 
 @pytest.mark.parametrize(

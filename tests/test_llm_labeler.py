@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from orapo.labeler import Labeler, get_labeler
-from orapo.llm import LLMConfigError, LLMError, LLMLabeler, facts_to_labels, register
+from orapo.labeler import LABELERS, Labeler, get_labeler
+from orapo.llm import LLMConfigError, LLMError, LLMLabeler, facts_to_labels
 from orapo.llm.facts import AtomicFact, map_observation, map_state
 from orapo.llm.fake_server import FakeChatServer, fake_facts
 from orapo.observations import OBSERVATIONS
-from orapo.registry import Registry
 
 REPORT = (
     "Heart size is mildly enlarged.  No pneumothorax.\n\nPossible left pleural effusion. "
@@ -89,19 +90,24 @@ def test_is_a_labeler_and_registers(server, make):
     labeler = make()
     assert isinstance(labeler, Labeler) and labeler.name == "llm"
     assert list(labeler.label("No effusion.")) == list(OBSERVATIONS)
-    registry = Registry("labeler")
-    register(registry)
-    register(registry)  # twice is harmless
-    assert registry.names() == ["hybrid", "llm"]
-    hybrid = registry.get("hybrid")(model="fake-facts", base_url=server.base_url, **FAST)
+    assert {"llm", "hybrid"} <= set(LABELERS)
+    hybrid = get_labeler("hybrid", model="fake-facts", base_url=server.base_url, **FAST)
     try:
-        assert hybrid.name == "hybrid" and hybrid.hybrid
+        assert isinstance(hybrid, LLMLabeler) and hybrid.name == "hybrid" and hybrid.hybrid
     finally:
         hybrid.close()
-    clash = Registry("labeler")
-    clash.register("llm")(object)
-    with pytest.raises(ValueError, match="labeler 'llm' is already registered"):
-        register(clash)
+
+
+def test_rule_labeler_does_not_load_the_llm_client():
+    """orapo.labeler registers the LLM labelers by name and imports orapo.llm (HTTP, SQLite)
+    only when one is built."""
+    code = (
+        "import sys, orapo.labeler; "
+        "assert 'orapo.llm' not in sys.modules and 'sqlite3' not in sys.modules, "
+        "sorted(m for m in sys.modules if m.startswith('orapo'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_batch_dedupes_keeps_order_and_skips_empty(server, make):

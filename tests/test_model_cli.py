@@ -215,6 +215,24 @@ def test_evaluate_end_to_end(app, data, model_dir, tmp_path):
     assert page.count("data:image/png;base64,") == 3 and "s2" in page
 
 
+def test_evaluate_with_every_image_unreadable_is_one_line(app, model_dir, tmp_path):
+    """--skip-bad-images on a manifest whose images all fail: one red line naming why and an
+    example, exit 1, no traceback."""
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    rows = [
+        {"id": f"b{i}", "split": "test", "images": [name], "findings": "", "impression": "x."}
+        for i, name in enumerate(["bad.png", "missing.png"])
+    ]
+    write_manifest(tmp_path / "m.jsonl", rows)
+    args = ["evaluate", "--model", str(model_dir), "--data", str(tmp_path / "m.jsonl")]
+    result = CliRunner().invoke(app, [*args, "--skip-bad-images", "-o", str(tmp_path / "e")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    [line] = [x for x in result.output.splitlines() if "error" in x.lower()]  # after progress bars
+    assert line.startswith("error: no study could be evaluated: all 2 images were skipped")
+    assert "1 missing, 1 unreadable" in line
+
+
 def test_model_demo_without_manifest_uses_the_synthetic_report_writer(app, tmp_path):
     result = CliRunner().invoke(
         app, ["model", "demo", "--out", str(tmp_path / "m"), "--preset", "tiny"]

@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+import orapo.rewards
 from orapo.observations import NO_FINDING, OBSERVATIONS, SUPPORT_DEVICES
 from orapo.rewards import (
     REWARDS,
@@ -320,12 +321,26 @@ def test_bleu_worked():
 
 def test_rouge_l_worked():
     rouge = RougeLReward()
-    # LCS 3 of 3 predicted and 4 reference tokens: P 1, R 3/4, F 6/7
+    # The full stop is a token: LCS 3 of 3 predicted and 5 reference tokens: P 1, R 3/5, F 3/4
     ref = "No acute cardiopulmonary findings."
-    assert rouge(["no acute findings"], reference=[ref]) == pytest.approx([6 / 7])
+    assert rouge(["no acute findings"], reference=[ref]) == pytest.approx([3 / 4])
     # reversed order: LCS 1 of 3 and 3 -> F 1/3
     assert rouge(["findings acute no"], reference=["no acute findings"]) == pytest.approx([1 / 3])
     assert rouge(["  "], reference=[ref]) == [0.0]
+
+
+def test_rouge_l_reward_is_the_rouge_l_metric():
+    """One tokenisation: the reward of a report is its ROUGE-L metric, case and punctuation
+    read the same way (LCS 3 of 3 and 4 tokens, the full stop being one: F 6/7)."""
+    from orapo.metrics.text import rouge_l, tokenize
+
+    hyps = ["no acute findings", "Heart size normal, no effusion.", "x"]
+    refs = ["No acute findings.", "heart size is normal. No effusion.", "Mild edema."]
+    rewards = RougeLReward()(hyps, reference=refs)
+    for hyp, ref, reward in zip(hyps, refs, rewards, strict=True):
+        assert reward == pytest.approx(rouge_l([hyp], [ref]), abs=1e-12)
+    assert rewards[0] == pytest.approx(6 / 7)
+    assert tokenize is orapo.rewards.tokenize  # one tokenizer, one name
 
 
 def test_registry():

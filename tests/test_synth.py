@@ -402,6 +402,49 @@ def test_phrase_and_world_files_reject_bad_entries():
     assert load_world().normal_fraction == pytest.approx(0.35)
 
 
+def test_profiles_share_findings_and_labels_and_differ_in_salience(tmp_path):
+    """salient and realistic draw the same findings and labels for a seed; salient draws
+    definite findings stronger on a quieter patient; an unknown profile fails before work."""
+    from orapo.synth.spec import PROFILES, load_profile
+
+    assert set(PROFILES) == {"salient", "realistic"}
+    salient, realistic = load_profile("salient"), load_profile("realistic")
+    assert salient.base == realistic.base and salient.links == realistic.links
+    assert salient.hedged == realistic.hedged
+    assert salient.severity["default"]["severe"] > realistic.severity["default"]["severe"]
+    for key in ("noise", "tilt_deg", "ctr"):
+        lo, hi = salient.anatomy[key]
+        rlo, rhi = realistic.anatomy[key]
+        assert hi - lo < (rhi - rlo) / 2, key
+    severe = {"salient": 0, "realistic": 0}
+    for i in range(200):
+        a = make_study(3, i, with_image=False, profile="salient")
+        b = make_study(3, i, with_image=False, profile="realistic")
+        assert a.labels == b.labels and [f.name for f in a.spec.findings] == [
+            f.name for f in b.spec.findings
+        ]
+        severe["salient"] += sum(f.severity == "severe" for f in a.spec.findings)
+        severe["realistic"] += sum(f.severity == "severe" for f in b.spec.findings)
+    assert severe["salient"] > 2 * severe["realistic"]
+    with pytest.raises(ValueError, match="unknown world profile 'subtle'; valid profiles"):
+        generate(tmp_path, 4, profile="subtle")
+    assert not (tmp_path / "images").exists()
+
+
+def test_world_file_extends_another(tmp_path):
+    from orapo.synth.spec import WORLD_FILE
+
+    child = tmp_path / "child.yaml"
+    (tmp_path / "world.yaml").write_text(WORLD_FILE.read_text())
+    child.write_text("extends: world.yaml\nnormal_fraction: 0.5\n")
+    assert load_world(str(child)).normal_fraction == 0.5
+    assert load_world(str(child)).base == load_world().base
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\n")
+    with pytest.raises(ValueError, match="loops back"):
+        load_world(str(loop))
+
+
 def test_prevalence_is_roughly_like_chest_xray_data():
     counts = dict.fromkeys(OBSERVATIONS, 0)
     n = 600

@@ -333,7 +333,7 @@ def test_bad_image_is_named_or_skipped_and_counted(world, tmp_path):
         config(world, **{**extra, "data.skip_bad_images": True}), tmp_path / "skip"
     )
     assert summary["steps"] == 1
-    assert summary["skipped_images"] == {"train": {"does not exist": 1}}
+    assert summary["skipped_images"] == {"train": {"missing": 1}}
 
 
 def test_dynamic_sampling_refills_and_budget_stops(world, tmp_path, monkeypatch):

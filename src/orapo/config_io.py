@@ -8,8 +8,9 @@ once, in ``field(metadata={"help": ...})``; :func:`describe` prints that documen
 >>> cfg.trainer.lr
 0.0005
 
-Unknown fields and wrong types are errors that name the full field path and, for unknown
-fields, list the valid ones.
+Unknown fields, wrong types and values outside a field's choices (:func:`check_choice`, which
+the config dataclasses call in ``__post_init__`` for their registry-backed fields) are errors
+that name the full field path and list the valid names.
 """
 
 from __future__ import annotations
@@ -24,13 +25,33 @@ from typing import Any, TypeVar
 
 import yaml
 
-from orapo.manifest import atomic_write_text
+from orapo.atomic import atomic_write_text
+from orapo.errors import UserError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or override that does not fit the config: the message names the field."""
+
+
+def check_choice(name: str, value: Any, valid: Iterable[Any]) -> None:
+    """Raise :class:`ConfigError` ``"NAME: VALUE is not one of A, B, C"`` unless ``value`` is
+    one of ``valid`` (a registry's names, a ``Literal``'s values, ...)."""
+    valid = tuple(valid)
+    if value not in valid:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, valid))}")
+
+
+def check_literals(obj: Any, section: str) -> None:
+    """:func:`check_choice` on every ``Literal``-typed field of the dataclass ``obj``, named
+    ``SECTION.FIELD``: a config built in code is checked as a loaded one is."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if typing.get_origin(hints[f.name]) is typing.Literal:
+            check_choice(
+                f"{section}.{f.name}", getattr(obj, f.name), typing.get_args(hints[f.name])
+            )
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -58,11 +79,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type")
     if origin is typing.Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(
-                f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}"
-            )
+        check_choice(where, value, typing.get_args(tp))
         return value
     if _is_dataclass_type(tp):
         if not isinstance(value, Mapping):

@@ -31,20 +31,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from orapo.atomic import atomic_write_text  # re-exported: callers write manifests with it
+from orapo.errors import UserError
 from orapo.observations import LabelDict, labels_to_dict_checked
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "split", "images", "findings", "impression")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest line that does not follow the format; the message names file, line, field."""
 
 
@@ -167,6 +168,31 @@ def parse_study(obj: Any, where: str) -> Study:
     )
 
 
+class JsonLine(NamedTuple):
+    """One non-blank line of a JSONL stream: ``where`` is ``name:line``; ``value`` the decoded
+    JSON, or None with ``problem`` saying why it is not JSON."""
+
+    line: int
+    where: str
+    value: Any
+    problem: str | None
+
+
+def read_jsonl(lines: Iterable[str], name: str) -> Iterator[JsonLine]:
+    """The non-blank lines of a JSONL stream (a file, stdin, a list of strings), decoded; a
+    line that is not JSON comes with ``problem = "invalid JSON (...)"`` so the caller decides
+    whether it stops the read or is skipped."""
+    for lineno, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        where = f"{name}:{lineno}"
+        try:
+            value, problem = json.loads(text), None
+        except json.JSONDecodeError as err:
+            value, problem = None, f"invalid JSON ({err.msg})"
+        yield JsonLine(lineno, where, value, problem)
+
+
 def _reason(message: str) -> str:
     """The part of an error message after ``file:line: `` (for counting skipped lines)."""
     return message.split(": ", 1)[1] if ": " in message else message
@@ -186,16 +212,12 @@ def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False) -> Manifes
     skipped: Counter = Counter()
     seen: set[str] = set()
     with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
+        for line in read_jsonl(fh, str(path)):
+            where = line.where
             try:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ManifestError(f"{where}: invalid JSON ({err.msg})") from None
-                study = parse_study(obj, where)
+                if line.problem is not None:
+                    raise ManifestError(f"{where}: {line.problem}")
+                study = parse_study(line.value, where)
                 if study.id in seen:
                     raise ManifestError(f"{where}: duplicate id {study.id!r}")
             except ManifestError as err:
@@ -206,20 +228,6 @@ def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False) -> Manifes
             seen.add(study.id)
             studies.append(study)
     return Manifest(path=path, studies=studies, skipped=skipped)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(path: str | os.PathLike, studies: Iterable[Study | Mapping[str, Any]]) -> int:

@@ -118,8 +118,10 @@ class ZRRController:
         return mixing_weight(ema, self.w_min, self.w_max, self.gamma)
 
     def metrics(self) -> dict[str, float]:
-        """``zrr/ema`` (NaN before the first update) and ``mix/w``."""
-        return {"zrr/ema": math.nan if self.ema is None else self.ema, "mix/w": self.weight()}
+        """``zrr/ema`` (NaN before the first update). The weight a step used, ``mix/w``, is
+        :func:`~orapo.algorithms.mix.orapo_loss`'s to log (pure GRPO uses 0 whatever the
+        controller holds)."""
+        return {"zrr/ema": math.nan if self.ema is None else self.ema}
 
     def state_dict(self) -> dict[str, Any]:
         """The state to save with a checkpoint (JSON-serialisable)."""

@@ -35,7 +35,8 @@ BASE_FORMAT = "orapo-demo-base-v4"
 DONE_FILE = "base_model.json"
 #: Image side of the chest question pool; the demo world's (orapo.train.config.SynthSettings).
 POOL_IMAGE_SIZE = 112
-#: Held-out studies (drawn with the pool's seed + 1; fewer for a smaller pool) for the VQA accuracy of the build record.
+#: Held-out studies for the build record's VQA accuracy (drawn with the pool's seed + 1; fewer
+#: for a smaller pool).
 HELD_OUT = 600
 
 
@@ -110,7 +111,7 @@ def pretrain_base(settings: BaseModelSettings, out_dir: Path, console) -> dict:
     console.print(f"Drawing the chest question pool: {settings.pool_size} studies")
     pool = draw_pool(settings.pool_size, settings.pool_seed, settings.profile, POOL_IMAGE_SIZE)
     vocab = load_vocab()
-    sampler = VqaSampler(pool, vocab, mode=settings.answers)
+    sampler = VqaSampler(pool, vocab, mode=settings.answers, list_share=settings.list_share)
     captions = caption_dataset(settings.n_captions, preset.image_size, settings.seed)
     order = np.random.default_rng(settings.seed)
     tokenizer_texts = (

@@ -55,6 +55,11 @@ class BaseModelSettings:
         "plain (yes / no only).",
         default="report",
     )
+    list_share: float = _help(
+        "Share of chest questions that ask for the list of abnormalities (the rest ask about "
+        "one observation).",
+        default=0.15,
+    )
     seed: int = _help("Seed for the initialisation, captions and batch order.", default=0)
 
     def __post_init__(self) -> None:
@@ -64,8 +69,9 @@ class BaseModelSettings:
             )
         if self.profile not in PROFILES:
             raise ValueError(f"base.profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
-        if not 0.0 <= self.caption_share <= 1.0:
-            raise ValueError(f"base.caption_share must be in [0, 1], got {self.caption_share}")
+        for name in ("caption_share", "list_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"base.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("steps", "batch_size", "n_captions", "pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"base.{name} must be >= 1, got {getattr(self, name)}")

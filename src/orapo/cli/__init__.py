@@ -10,10 +10,12 @@ stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
 
 from orapo import __version__
+from orapo.errors import DEBUG_ENV
 
 app = typer.Typer(
     name="orapo",
@@ -50,8 +52,16 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help=f"Show the traceback of user errors too (bad config, missing file, ...), which "
+        f"otherwise print one line; the same as {DEBUG_ENV}=1.",
+    ),
 ) -> None:
     """OraPO: teach vision-language models to write factual chest X-ray reports."""
+    if debug:  # through the environment, so that accelerate's processes see it too
+        os.environ[DEBUG_ENV] = "1"
 
 
 for _module, _target in _COMMAND_MODULES:

@@ -9,20 +9,18 @@ training subsets. See ``docs/datasets.md``.
 from __future__ import annotations
 
 from orapo.datasets import chexpert_plus, iu_xray, mimic  # noqa: F401  (register datasets)
-from orapo.datasets.common import (
+from orapo.datasets.prepare import PrepareResult, prepare
+from orapo.datasets.reporting import SkipLog
+from orapo.datasets.sections import findings_and_impression, split_sections
+from orapo.datasets.spec import (
     DATASETS,
     Candidate,
     Collected,
     DatasetSpec,
     PrepareError,
     PrepareOptions,
-    PrepareResult,
-    SkipLog,
-    hash_split,
-    prepare,
-    render_summary,
 )
-from orapo.datasets.sections import findings_and_impression, split_sections
+from orapo.datasets.splits import hash_split
 from orapo.datasets.subset import (
     STRATEGIES,
     SubsetError,
@@ -32,6 +30,7 @@ from orapo.datasets.subset import (
     observation_counts,
     render_subset_summary,
 )
+from orapo.datasets.summary import render_summary
 
 __all__ = [
     "DATASETS",

@@ -51,23 +51,19 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
-from orapo.datasets.common import (
+from orapo.datasets.reporting import SkipLog, Tracker
+from orapo.datasets.sections import clean_text
+from orapo.datasets.spec import (
     DATASETS,
     Candidate,
     Collected,
     DatasetSpec,
     PrepareError,
     PrepareOptions,
-    SkipLog,
-    Tracker,
     choose_label_source,
-    parse_label_row,
-    read_label_csv,
-    read_table,
-    require_file,
-    select_views,
 )
-from orapo.datasets.sections import clean_text
+from orapo.datasets.splits import select_views
+from orapo.datasets.tables import parse_label_row, read_label_csv, read_table, require_file
 from orapo.observations import OBSERVATIONS, LabelDict
 
 FILES = {"csv": "df_chexpert_plus_240401.csv", "labels": ""}

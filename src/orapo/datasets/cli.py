@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from orapo.errors import fail as _fail
+
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -31,18 +33,14 @@ def _fractions(value: str | None) -> tuple[float, float, float] | None:
     return parts  # type: ignore[return-value]
 
 
-def _fail(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=1)
-
-
 def register(app: typer.Typer) -> None:
     """Add `prepare` and `subset` to ``app`` (the `orapo data` sub-app)."""
-    from orapo.datasets.common import DATASETS
+    from orapo.datasets.spec import DATASETS
 
     names = ", ".join(DATASETS.names())
+    layouts = "; ".join(
+        f"{name}: {' or '.join(DATASETS.get(name).formats)}" for name in DATASETS.names()
+    )
 
     @app.command("prepare")
     def prepare_cmd(
@@ -52,8 +50,8 @@ def register(app: typer.Typer) -> None:
         format: str | None = typer.Option(
             None,
             "--format",
-            help="Input layout: mimic-cxr: mimic-cxr-jpg (default) or r2gen; iu-xray: "
-            "openi-xml (default) or r2gen; chexpert-plus: csv.",
+            help=f"Input layout ({layouts}). Default: the one whose files are under --root, "
+            "else the first.",
         ),
         reports_root: Path | None = typer.Option(
             None,
@@ -150,7 +148,9 @@ def register(app: typer.Typer) -> None:
         """Convert a dataset as distributed into an orapo manifest (+ prepare_summary.json)."""
         from rich.console import Console
 
-        from orapo.datasets.common import PrepareError, PrepareOptions, prepare, render_summary
+        from orapo.datasets.prepare import prepare
+        from orapo.datasets.spec import PrepareError, PrepareOptions
+        from orapo.datasets.summary import render_summary
 
         options = PrepareOptions(
             root=root,

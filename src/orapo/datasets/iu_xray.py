@@ -12,7 +12,7 @@ Each XML file has ``<uId id="CXR1"/>``, ``<AbstractText Label="FINDINGS">`` and
 ``<images-dir>/<id>.png``. Study id: ``iu-<uId>``.
 
 - Split: the collection has no official split. Each report goes to train / val / test by a
-  seeded hash of its uId (:func:`orapo.datasets.common.hash_split`; default fractions
+  seeded hash of its uId (:func:`orapo.datasets.splits.hash_split`; default fractions
   0.7 / 0.1 / 0.2, R2Gen's proportions, seed 0). A report's split does not change when other
   reports are added or removed. IU X-ray has no patient ids: each report is one patient's
   study, so a split by report uId is a split by patient as far as the data can tell.
@@ -26,8 +26,10 @@ Each XML file has ``<uId id="CXR1"/>``, ``<AbstractText Label="FINDINGS">`` and
   are skipped and counted; an XML file that does not parse is ``unreadable report``.
 
 Format ``r2gen``: R2Gen's ``iu_xray/annotation.json`` + ``iu_xray/images/`` with the split as
-distributed; entries are one per study (``id`` like ``CXR2384_IM-0942``, study id
-``iu-CXR2384_IM-0942``); the report text goes to ``--r2gen-field`` (default ``findings``).
+distributed (chosen without ``--format`` when ``ROOT/annotation.json`` is there and
+``ROOT/ecgen-radiology`` is not); entries are one per study (``id`` like
+``CXR2384_IM-0942``, study id ``iu-CXR2384_IM-0942``); the report text goes to
+``--r2gen-field`` (default ``findings``).
 """
 
 from __future__ import annotations
@@ -35,20 +37,20 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from orapo.datasets.common import (
+from orapo.datasets.r2gen import group_entries, read_annotation
+from orapo.datasets.reporting import SkipLog, Tracker
+from orapo.datasets.sections import clean_text
+from orapo.datasets.spec import (
     DATASETS,
     Candidate,
     Collected,
     DatasetSpec,
     PrepareError,
     PrepareOptions,
-    SkipLog,
-    Tracker,
     choose_label_source,
-    hash_split,
+    other_layouts,
 )
-from orapo.datasets.r2gen import group_entries, read_annotation
-from orapo.datasets.sections import clean_text
+from orapo.datasets.splits import hash_split
 
 FILES = {"reports": "ecgen-radiology", "annotation": "annotation.json"}
 
@@ -93,7 +95,8 @@ def collect(options: PrepareOptions, spec: DatasetSpec, log: SkipLog, track: Tra
     reports_dir = options.file(spec, "reports")
     if not reports_dir.is_dir():
         raise PrepareError(
-            f"Open-i report folder {reports_dir} does not exist (set it with --file reports=DIR)"
+            f"Open-i report folder {reports_dir} does not exist (set it with --file reports=DIR, "
+            f"or use {other_layouts(spec, options)})"
         )
     images_dir = options.images_dir or options.root / "NLMCXR_png"
     files = sorted(reports_dir.glob("*.xml"), key=_sort_key)
@@ -185,5 +188,6 @@ DATASETS.register("iu-xray")(
         columns={},
         options=frozenset({"split_fractions", "seed", "r2gen_field"}),
         defaults={"sections": "both", "require": "any", "max_images": 0},
+        layouts={"openi-xml": "reports", "r2gen": "annotation"},
     )
 )

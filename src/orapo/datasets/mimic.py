@@ -21,7 +21,8 @@ The CheXpert/NegBio labels were computed by the dataset's authors on the impress
 fallback section), not on the text kept here; ``--labels labeler`` labels the kept text.
 
 Format ``r2gen``: ``ROOT/annotation.json`` + ``ROOT/images/`` (R2Gen's ``mimic_cxr``
-folder). Entries are per image; they are grouped by ``study_id``. The report text goes to the
+folder; chosen without ``--format`` when ``annotation.json`` is there and the split CSV is
+not). Entries are per image; they are grouped by ``study_id``. The report text goes to the
 section named by ``--r2gen-field`` (default ``findings``: R2Gen's reports are the findings
 section). View selection applies when the metadata CSV is found (``--file metadata=PATH``,
 default ``ROOT/mimic-cxr-2.0.0-metadata.csv.gz``); without it the first ``--max-images``
@@ -32,23 +33,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orapo.datasets.common import (
+from orapo.datasets.r2gen import group_entries, read_annotation
+from orapo.datasets.reporting import SkipLog, Tracker
+from orapo.datasets.sections import clean_text, findings_and_impression
+from orapo.datasets.spec import (
     DATASETS,
     Candidate,
     Collected,
     DatasetSpec,
     PrepareError,
     PrepareOptions,
-    SkipLog,
-    Tracker,
     choose_label_source,
-    read_label_csv,
-    read_table,
-    require_file,
-    select_views,
+    other_layouts,
 )
-from orapo.datasets.r2gen import group_entries, read_annotation
-from orapo.datasets.sections import clean_text, findings_and_impression
+from orapo.datasets.splits import select_views
+from orapo.datasets.tables import read_label_csv, read_table, require_file
 from orapo.observations import LabelDict
 
 FILES = {
@@ -118,7 +117,11 @@ def collect(options: PrepareOptions, spec: DatasetSpec, log: SkipLog, track: Tra
 def _collect_jpg(
     options: PrepareOptions, spec: DatasetSpec, log: SkipLog, track: Tracker
 ) -> Collected:
-    split_path = require_file(options.file(spec, "split"), "MIMIC-CXR-JPG split file")
+    split_path = require_file(
+        options.file(spec, "split"),
+        "MIMIC-CXR-JPG split file",
+        f"set it with --file split=PATH, or use {other_layouts(spec, options)}",
+    )
     any_view = [v.upper() for v in options.views or ()] == ["ANY"]
     meta_path = options.file(spec, "metadata")
     if not any_view:
@@ -296,5 +299,6 @@ DATASETS.register("mimic-cxr")(
             "views": ("PA", "AP"),
             "max_images": 1,
         },
+        layouts={"mimic-cxr-jpg": "split", "r2gen": "annotation"},
     )
 )

@@ -22,7 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from orapo.datasets.common import PrepareError, SkipLog, Tracker, require_file
+from orapo.datasets.reporting import SkipLog, Tracker
+from orapo.datasets.spec import PrepareError
+from orapo.datasets.tables import require_file
 
 
 @dataclass

@@ -40,12 +40,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orapo.manifest import Study, atomic_write_text, read_manifest, write_manifest
+from orapo.atomic import atomic_write_text
+from orapo.errors import UserError
+from orapo.manifest import Study, read_manifest, write_manifest
 from orapo.observations import OBSERVATIONS, positives
 from orapo.registry import Registry
 
 
-class SubsetError(ValueError):
+class SubsetError(UserError, ValueError):
     """A subset that cannot be drawn as asked (too large, unlabelled studies, ...)."""
 
 

@@ -4,15 +4,15 @@
 0
 
 ``LABELERS`` maps names to labeler factories: ``"rule"`` (:class:`RuleLabeler`), and the LLM
-fact extractor's ``"llm"`` and ``"hybrid"`` (``orapo.llm``, docs/llm.md). :func:`get_labeler`
-builds one by name.
+fact extractor's ``"llm"`` and ``"hybrid"`` (``orapo.llm``, docs/llm.md; imported only when
+one is built). :func:`get_labeler` builds one by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orapo.labeler.rule import (
     Classified,
@@ -51,12 +51,27 @@ class Labeler(Protocol):
     def label_batch(self, texts: Sequence[str]) -> list[dict[str, int | None]]: ...
 
 
-from orapo.llm import register as _register_llm  # noqa: E402
+def _llm(**options: Any) -> Labeler:
+    """The ``"llm"`` labeler: ``orapo.llm.LLMLabeler(**options)``."""
+    from orapo.llm.labeler import LLMLabeler
 
-LABELERS: Registry = Registry("labeler")
+    return LLMLabeler(**options)
+
+
+def _hybrid(**options: Any) -> Labeler:
+    """The ``"hybrid"`` labeler: ``orapo.llm.hybrid_labeler(**options)``."""
+    from orapo.llm.labeler import hybrid_labeler
+
+    return hybrid_labeler(**options)
+
+
+#: Labeler factories by name. The LLM ones import ``orapo.llm`` (an HTTP client, SQLite) only
+#: when called, so the rule labeler loads neither; ``orapo.llm`` uses this package, not the
+#: other way round.
+LABELERS: Registry[Callable[..., Labeler]] = Registry("labeler")
 LABELERS.register("rule")(RuleLabeler)
-# The LLM extractor ("llm", "hybrid"); orapo.llm imports orapo.labeler only inside functions.
-_register_llm(LABELERS)
+LABELERS.register("llm")(_llm)
+LABELERS.register("hybrid")(_hybrid)
 
 
 def get_labeler(name: str = "rule", **options) -> Labeler:

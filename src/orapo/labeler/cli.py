@@ -27,6 +27,9 @@ from typing import Any
 
 import typer
 
+# Help texts quote LLMLabeler's own defaults, so they cannot drift from the code.
+from orapo.llm.labeler import default_option as _llm_default
+
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 #: Extractors that take the LLM options (``orapo.llm`` registers them into ``LABELERS``).
@@ -165,18 +168,16 @@ def _id_of(obj: dict, where: str) -> Any:
 
 def read_jsonl(fh: io.TextIOBase, name: str, field: str) -> Iterator[Record | BadRecord]:
     """Records of a JSONL stream (blank lines are skipped); bad lines come as BadRecord."""
-    for lineno, line in enumerate(fh, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{lineno}"
+    from orapo.manifest import read_jsonl as json_lines
+
+    for line in json_lines(fh, name):
         try:
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BadRecord(f"{where}: invalid JSON ({err.msg})") from None
+            if line.problem is not None:
+                raise BadRecord(f"{line.where}: {line.problem}")
+            obj = line.value
             if not isinstance(obj, dict):
-                raise BadRecord(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield Record(lineno, _id_of(obj, where), _text_of(obj, field, where))
+                raise BadRecord(f"{line.where}: expected a JSON object, got {type(obj).__name__}")
+            yield Record(line.line, _id_of(obj, line.where), _text_of(obj, field, line.where))
         except BadRecord as err:
             yield err
 
@@ -318,7 +319,7 @@ def label(
         None,
         "--base-url",
         help="LLM: API root of the OpenAI-compatible server, ending in /v1 "
-        "(default: http://127.0.0.1:8000/v1).",
+        f"(default: {_llm_default('base_url')}).",
         show_default=False,
     ),
     model: str | None = typer.Option(
@@ -331,7 +332,7 @@ def label(
         None,
         "--api-key-env",
         help="LLM: environment variable holding the API key; unset or empty: no auth header "
-        "(default: OPENAI_API_KEY).",
+        f"(default: {_llm_default('api_key_env')}).",
         show_default=False,
     ),
     cache: Path | None = typer.Option(
@@ -349,19 +350,20 @@ def label(
         None,
         "--concurrency",
         min=1,
-        help="LLM: requests in flight at most (default: 8).",
+        help=f"LLM: requests in flight at most (default: {_llm_default('concurrency')}).",
         show_default=False,
     ),
     timeout: float | None = typer.Option(
         None,
         "--timeout",
-        help="LLM: seconds for one request (default: 30).",
+        help=f"LLM: seconds for one request (default: {_llm_default('timeout'):g}).",
         show_default=False,
     ),
     deadline: float | None = typer.Option(
         None,
         "--deadline",
-        help="LLM: seconds per report, all retries and waits together (default: 60).",
+        help="LLM: seconds per report, all retries and waits together "
+        f"(default: {_llm_default('deadline'):g}).",
         show_default=False,
     ),
     no_fallback: bool = typer.Option(
@@ -374,14 +376,16 @@ def label(
         None,
         "--price-in",
         min=0.0,
-        help="LLM: price per 1,000 prompt tokens, for the cost in the summary (default: 0).",
+        help="LLM: price per 1,000 prompt tokens, for the cost in the summary "
+        f"(default: {_llm_default('price_per_1k_input'):g}).",
         show_default=False,
     ),
     price_out: float | None = typer.Option(
         None,
         "--price-out",
         min=0.0,
-        help="LLM: price per 1,000 completion tokens, for the cost in the summary (default: 0).",
+        help="LLM: price per 1,000 completion tokens, for the cost in the summary "
+        f"(default: {_llm_default('price_per_1k_output'):g}).",
         show_default=False,
     ),
 ) -> None:
@@ -389,9 +393,9 @@ def label(
 
     With --extractor llm or hybrid, a token/cost/cache/fallback summary goes to stderr.
     """
+    from orapo.atomic import atomic_write_text
     from orapo.labeler import LABELERS, get_labeler
     from orapo.labeler.rule import DIFFERENTIAL_MODES
-    from orapo.manifest import atomic_write_text
 
     if extractor not in LABELERS:
         valid = ", ".join(LABELERS.names())

@@ -14,14 +14,12 @@ schema), :mod:`~orapo.llm.facts` (entailment rules), :mod:`~orapo.llm.cache` (SQ
 :mod:`~orapo.llm.fake_server` (a loopback fake model for tests, benchmarks and demos).
 ``docs/llm.md`` is the user guide.
 
-Labeler names (:func:`register` adds them to ``orapo.labeler.LABELERS``): ``"llm"``
-(:class:`LLMLabeler`) and ``"hybrid"`` (the model only where the rule labeler is uncertain or
-finds nothing).
+Labeler names (``orapo.labeler.LABELERS``, which imports this package only when one is built):
+``"llm"`` (:class:`LLMLabeler`) and ``"hybrid"`` (the model only where the rule labeler is
+uncertain or finds nothing).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from orapo.llm.cache import AnswerCache, cache_key, normalize_report
 from orapo.llm.client import (
@@ -64,20 +62,5 @@ __all__ = [
     "normalize_report",
     "parse_answer",
     "parse_json",
-    "register",
     "validate_facts",
 ]
-
-#: The factories :func:`register` adds, by name.
-FACTORIES: dict[str, Any] = {"llm": LLMLabeler, "hybrid": hybrid_labeler}
-
-
-def register(registry: Any) -> None:
-    """Add the ``"llm"`` and ``"hybrid"`` factories to ``registry`` (an
-    ``orapo.registry.Registry`` of labelers). Calling it twice is harmless; a different object
-    already registered under one of the names raises ``ValueError``.
-    """
-    for name, factory in FACTORIES.items():
-        if name in registry and registry.get(name) is factory:
-            continue
-        registry.register(name)(factory)

@@ -6,17 +6,13 @@ from pathlib import Path
 
 import typer
 
+from orapo.errors import fail as _fail
+from orapo.llm.labeler import default_option
+
 SAMPLE = (
     "Heart size is mildly enlarged. Small left pleural effusion. No pneumothorax. "
     "Possible right lower lobe consolidation. Right IJ catheter tip in the SVC."
 )
-
-
-def _fail(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,28 +28,32 @@ def register(app: typer.Typer) -> None:
     def check_cmd(
         model: str = typer.Option(..., "--model", help="Model name the server serves."),
         base_url: str = typer.Option(
-            "http://127.0.0.1:8000/v1",
+            default_option("base_url"),
             "--base-url",
             help="API root of the OpenAI-compatible server (ends in /v1).",
         ),
         api_key_env: str = typer.Option(
-            "OPENAI_API_KEY",
+            default_option("api_key_env"),
             "--api-key-env",
             help="Environment variable holding the API key (unset: no auth header).",
         ),
         auth_header: str = typer.Option(
-            "authorization",
+            default_option("auth_header"),
             "--auth-header",
             help="'authorization' (Bearer; OpenAI, vLLM, Ollama) or 'api-key' (Azure).",
         ),
         response_format: str = typer.Option(
-            "auto",
+            default_option("response_format"),
             "--response-format",
             help="auto, json_schema, json_object or none (auto steps down when refused).",
         ),
         report: str = typer.Option(SAMPLE, "--report", help="Report text to label."),
-        timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
-        deadline: float = typer.Option(120.0, "--deadline", help="Seconds for the report."),
+        timeout: float = typer.Option(
+            default_option("timeout"), "--timeout", help="Seconds per request."
+        ),
+        deadline: float = typer.Option(
+            default_option("deadline"), "--deadline", help="Seconds for the report."
+        ),
     ) -> None:
         """Label one report with the model (no fallback) and show facts, labels and usage."""
         from rich.console import Console

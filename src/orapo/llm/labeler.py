@@ -23,6 +23,7 @@ circuit breaker cuts that to about ``breaker_threshold`` reports' worth.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import threading
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orapo.labeler import get_labeler
 from orapo.llm.cache import AnswerCache, cache_key, normalize_report
 from orapo.llm.client import (
     AttemptError,
@@ -463,8 +465,6 @@ class LLMLabeler:
 
     def _rule_labeler(self) -> Any:
         if self._rule is None:
-            from orapo.labeler import get_labeler
-
             self._rule = get_labeler("rule")
         return self._rule
 
@@ -485,6 +485,12 @@ class LLMLabeler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def default_option(name: str) -> Any:
+    """The default of :class:`LLMLabeler`'s keyword ``name``; the command-line help quotes it
+    from here, so ``orapo label`` and ``orapo llm check`` state the same defaults as the code."""
+    return inspect.signature(LLMLabeler).parameters[name].default
 
 
 def hybrid_labeler(**options: Any) -> LLMLabeler:

@@ -30,6 +30,7 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,18 +96,35 @@ def bleu(
 # --- ROUGE-L --------------------------------------------------------------------------------
 
 
-class _Tokenizer:
-    """Adapter giving rouge-score our :func:`tokenize` (it calls ``.tokenize(text)``)."""
+class RougeTokenizer:
+    """rouge-score's tokenizer interface (``.tokenize(text)``) over :func:`tokenize`, so the
+    ROUGE-L metric and the ROUGE-L reward read the same tokens as BLEU and CIDEr. With
+    ``use_stemmer``, words longer than 3 characters are Porter-stemmed (rouge-score's rule)."""
+
+    def __init__(self, use_stemmer: bool = False) -> None:
+        if use_stemmer:
+            from nltk.stem import porter
+
+            self._stem = porter.PorterStemmer().stem
+        self.use_stemmer = use_stemmer
 
     def tokenize(self, text: str) -> list[str]:
-        return tokenize(text)
+        tokens = tokenize(text)
+        if self.use_stemmer:
+            tokens = [self._stem(t) if len(t) > 3 else t for t in tokens]
+        return tokens
+
+
+def rouge_l_scorer(use_stemmer: bool = False) -> Any:
+    """rouge-score's ``RougeScorer(["rougeL"])`` on our tokens: ``.score(ref, hyp)["rougeL"]``."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], tokenizer=RougeTokenizer(use_stemmer))
 
 
 def rouge_l_per_report(hyps: Sequence[str], refs: Sequence[str]) -> np.ndarray:
     """(N,) ROUGE-L F-measures (beta = 1) of each report against its reference."""
-    from rouge_score.rouge_scorer import RougeScorer
-
-    scorer = RougeScorer(["rougeL"], use_stemmer=False, tokenizer=_Tokenizer())
+    scorer = rouge_l_scorer()
     return np.array(
         [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs, strict=True)]
     )

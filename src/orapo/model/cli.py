@@ -16,35 +16,14 @@ from typing import Any
 
 import typer
 
+# Bad input (a missing file, an unreadable image, a manifest line, a model directory that is
+# not one) prints one red line and exits 1; orapo.errors says which errors count as such.
+from orapo.errors import fail as _fail
+from orapo.errors import user_errors as _clean_errors
+
 model_app = typer.Typer(
     help="The policy model: build the offline demo model.", no_args_is_help=True
 )
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(1)
-
-
-@contextlib.contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Bad-input errors (they name the file, line or field) become one red line, exit code 1."""
-    from orapo.manifest import ManifestError
-    from orapo.model.images import ImageLoadError
-    from orapo.model.loading import ModelLoadError
-    from orapo.model.prompt import PromptError
-
-    try:
-        yield
-    except (
-        ImageLoadError,
-        ManifestError,
-        ModelLoadError,
-        PromptError,
-        FileNotFoundError,
-        FileExistsError,
-    ) as err:
-        _fail(str(err))
 
 
 @contextlib.contextmanager
@@ -250,8 +229,8 @@ def generate(
 ) -> None:
     """Write greedy reports for images (a manifest, a folder, a list, or one image)."""
     with _clean_errors():
-        from orapo.manifest import atomic_write_text
-        from orapo.model.images import load_images
+        from orapo.atomic import atomic_write_text
+        from orapo.images import load_images
 
         if batch_size < 1:
             _fail(f"--batch-size must be >= 1, got {batch_size}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orapo.config_io import check_choice
+
 #: The language model's projections in every Qwen-VL generation (attention and MLP).
 DEFAULT_LORA_TARGETS: tuple[str, ...] = (
     "q_proj",
@@ -148,8 +150,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.name_or_path:
             raise ValueError("model.name_or_path is empty; give a model directory or a hub id")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype is {self.dtype!r}; expected one of {', '.join(DTYPES)}")
+        check_choice("model.dtype", self.dtype, DTYPES)
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
         if self.logprob_chunk_size <= 0:

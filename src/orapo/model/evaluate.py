@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orapo.manifest import Study, atomic_write_text
-from orapo.model.images import load_images
+from orapo.atomic import atomic_write_text
+from orapo.images import NoImagesError, load_images
+from orapo.manifest import Study
 from orapo.observations import OBSERVATIONS, Label, LabelDict
 
 if TYPE_CHECKING:
@@ -92,7 +93,11 @@ def evaluate_policy(
             progress(len(chunk))
     seconds = time.perf_counter() - started
     if not kept:
-        raise ValueError(f"no study could be evaluated: all {len(studies)} images were skipped")
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        raise NoImagesError(
+            f"no study could be evaluated: all {len(studies)} images were skipped ({reasons}; "
+            f"e.g. {skipped_paths[0]})"
+        )
 
     lab = get_labeler(labeler)
     references = [s.report for s in kept]

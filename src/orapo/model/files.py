@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from orapo.atomic import atomic_path
 
 #: Files whose presence marks a folder as a model directory that may be replaced.
 MODEL_DIR_MARKERS: tuple[str, ...] = ("config.json", "adapter_config.json", "orapo_model.json")
@@ -27,18 +27,6 @@ def write_dir_atomic(out_dir: str | Path, write: Callable[[Path], None]) -> Path
                 f"{out_dir} exists and is not a model directory; refusing to replace it "
                 "(choose a new or empty folder)"
             )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    try:
+    with atomic_path(out_dir, directory=True) as tmp:
         write(tmp)
-        if out_dir.exists():
-            old = tmp.with_suffix(".old")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from orapo.errors import UserError
 from orapo.model.config import LoraSettings, ModelConfig
 from orapo.registry import Registry
 
@@ -30,7 +31,7 @@ ORAPO_RECORD = "orapo_model.json"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A model directory or hub id that cannot be opened as a policy; the message says why."""
 
 

@@ -132,6 +132,42 @@ class Rollouts:
         b = len(self.prompts)
         return torch.arange(b, device=self.completion_ids.device).repeat_interleave(self.k)
 
+    def group(self, g: int) -> slice:
+        """The rows of prompt ``g``'s K rollouts (its *group*): ``g*K .. g*K+K-1``."""
+        return slice(g * self.k, (g + 1) * self.k)
+
+    @classmethod
+    def merge(
+        cls, groups: Sequence[tuple[Rollouts, int]], prompts: PromptBatch, pad_token_id: int
+    ) -> Rollouts:
+        """The groups ``groups`` (``(rollouts, g)`` pairs, from one or several Rollouts) as one
+        Rollouts, in that order, under ``prompts`` (the prompts of their images, same order).
+
+        Completions are right-padded to the widest source (``pad_token_id``, mask 0);
+        ``truncated`` is kept when every source has it.
+        """
+        k = groups[0][0].k
+        if any(r.k != k for r, _ in groups):
+            raise ValueError("merged groups must have the same K")
+        width = max(r.completion_ids.shape[1] for r, _ in groups)
+
+        def stack(parts: list[Tensor], pad: int) -> Tensor:  # (len(groups) * K, width)
+            return torch.cat(
+                [nn.functional.pad(x, (0, width - x.shape[1]), value=pad) for x in parts]
+            )
+
+        truncated = None
+        if all(r.truncated is not None for r, _ in groups):
+            truncated = torch.cat([r.truncated[r.group(g)] for r, g in groups])  # type: ignore[index]
+        return cls(
+            prompts=prompts,
+            k=k,
+            completion_ids=stack([r.completion_ids[r.group(g)] for r, g in groups], pad_token_id),
+            completion_mask=stack([r.completion_mask[r.group(g)] for r, g in groups], 0),
+            texts=[text for r, g in groups for text in r.texts[r.group(g)]],
+            truncated=truncated,
+        )
+
 
 def trim_completions(
     ids: Tensor, stop_ids: Sequence[int], pad_id: int

@@ -23,11 +23,13 @@ from typing import Any
 
 import yaml
 
+from orapo.errors import UserError
+
 DEFAULT_PROMPT = "report_v1"
 IMAGE_POSITIONS = ("before", "after")
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A prompt file that cannot be used; the message names the file and field."""
 
 

@@ -10,11 +10,12 @@ name        columns read                score
 ``facts``   ``labels``, ``reference``   FactS: F_beta (beta = 2) of clinical facts
                                         (:mod:`orapo.rewards.facts`); needs a labeler
 ``bleu``    ``reference``               sentence BLEU-4, nltk, smoothing method1
-``rouge_l`` ``reference``               ROUGE-L F-measure, rouge-score
+``rouge_l`` ``reference``               ROUGE-L F-measure, rouge-score on the tokens of
+                                        the ``text/rouge_l`` metric
 ==========  ==========================  ====================================================
 
 >>> reward = make_reward("rouge_l")
->>> reward(["no acute findings"], reference=["No acute cardiopulmonary findings."])
+>>> reward(["no acute findings"], reference=["No acute findings."])
 [0.8571428571428571]
 """
 

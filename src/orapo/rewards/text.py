@@ -6,28 +6,26 @@ empty (or whitespace-only) completion scores 0.0; a missing or empty reference g
 * ``bleu``: ``nltk.translate.bleu_score.sentence_bleu`` with uniform weights up to
   ``max_n``-grams (default 4) and Chen & Cherry's smoothing ``method1`` by default (zero n-gram
   counts get epsilon 0.1), so short reports with no 4-gram match do not score exactly 0.
-  Tokens: lower-cased words and single punctuation marks (regex ``\\w+|[^\\w\\s]``).
 * ``rouge_l``: the F-measure of ``rouge_score``'s ``rougeL`` (longest common subsequence over
-  the whole text), with its own tokenizer; Porter stemming off by default (the library's
-  default), ``use_stemmer=True`` to turn it on.
+  the whole text); Porter stemming off by default (the library's default), ``use_stemmer=True``
+  to turn it on.
+
+Both read the tokens of the text metrics (:func:`orapo.metrics.text.tokenize`: lower-cased
+words and single punctuation marks), so the ``rouge_l`` reward of a report equals its
+``text/rouge_l`` metric: ``"no acute findings"`` against ``"No acute findings."`` scores
+0.857 in both (the full stop is a token).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from orapo.metrics.text import rouge_l_scorer, tokenize
 from orapo.rewards.common import FailureLog, SampleError, column, completion_text
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 SMOOTHING_METHODS: tuple[str, ...] = tuple(f"method{i}" for i in range(8))
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words and punctuation marks: ``"No effusion."`` -> ``no, effusion, .``"""
-    return _TOKEN.findall(text.lower())
 
 
 class _ReferenceTextReward:
@@ -100,11 +98,9 @@ class RougeLReward(_ReferenceTextReward):
     __name__ = "rouge_l"
 
     def __init__(self, use_stemmer: bool = False) -> None:
-        from rouge_score import rouge_scorer
-
         super().__init__()
         self.use_stemmer = use_stemmer
-        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+        self._scorer = rouge_l_scorer(use_stemmer)
 
     def score(self, completion: str, reference: str) -> float:
         return float(self._scorer.score(reference, completion)["rougeL"].fmeasure)

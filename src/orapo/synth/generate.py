@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from orapo.atomic import atomic_write_bytes
 from orapo.manifest import SPLITS, Study, write_manifest
 from orapo.observations import format_labels
 from orapo.synth.render import RENDER_VERSION, render_image
@@ -128,12 +129,6 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _work(
     args: tuple[int, int, int, int, bool, str, str],
 ) -> tuple[dict[str, Any], bytes | None]:
@@ -187,6 +182,7 @@ def generate(
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    load_profile(profile)  # an unknown profile fails here, before any work
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     if counts is None:
@@ -205,7 +201,6 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
 
     id_width = max(6, len(str(n - 1)))
-    load_profile(profile)  # an unknown profile fails here, before any work
     jobs = [(seed, i, size, id_width, write_images, split_of(i, counts), profile) for i in range(n)]
     records: list[dict[str, Any]] = []
     sheet: list[tuple[dict[str, Any], bytes]] = []
@@ -296,4 +291,4 @@ def save_contact_sheet(
         draw.multiline_text((x + 3, y + side + 2), "\n".join(lines), fill=0, font=font, spacing=1)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
-    _write_bytes_atomic(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orapo.atomic import atomic_path
 from orapo.manifest import SPLITS, Manifest
 from orapo.observations import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
 
@@ -119,9 +120,7 @@ def plot_stats(stats: ManifestStats, path: str | Path) -> Path:
     ax.set_title(f"{Path(stats.path).name}: {split_text}", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from orapo.manifest import atomic_write_text
+from orapo.atomic import atomic_write_text
 
 STATE_FILE = "trainer_state.json"
 

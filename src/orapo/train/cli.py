@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from orapo.errors import user_errors
+
 
 def train(
     overrides: list[str] = typer.Argument(
@@ -38,11 +40,13 @@ def train(
     if describe:
         describe_config(console)
         return
-    cfg, run_dir = load_train_config(config, overrides or [], out, resume)
-    if dry_run:
-        ok = dry_run_report(cfg, run_dir, console)
-        raise typer.Exit(0 if ok else 1)
-    main_job(cfg, run_dir, resume is not None, console)
+    # A config that does not fit, a missing file or image, a run that cannot resume: one line.
+    with user_errors():
+        cfg, run_dir = load_train_config(config, overrides or [], out, resume)
+        if dry_run:
+            ok = dry_run_report(cfg, run_dir, console)
+            raise typer.Exit(0 if ok else 1)
+        main_job(cfg, run_dir, resume is not None, console)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,9 +8,10 @@ RECIPE section.field=value ...`` overrides them; the resolved tree is saved as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from orapo.basemodel.settings import BaseModelSettings
+from orapo.config_io import check_choice, check_literals
 from orapo.model.config import LoraSettings, ModelConfig, SamplingConfig
 from orapo.synth.spec import PROFILES
 
@@ -121,6 +122,17 @@ class AlgorithmConfig:
         default=3,
     )
 
+    def __post_init__(self) -> None:
+        """Choice fields against their registries, so a typo fails when the recipe is read
+        (not at the first training step), naming the valid values."""
+        from orapo import algorithms as alg
+        from orapo.rewards import REWARDS
+
+        check_literals(self, "algorithm")
+        check_choice("algorithm.reward", self.reward, REWARDS.names())
+        check_choice("algorithm.loss_reduction", self.loss_reduction, alg.REDUCTIONS.names())
+        check_choice("algorithm.dpo_negatives", self.dpo_negatives, alg.NEGATIVE_RULES)
+
 
 @dataclass
 class TrainerConfig:
@@ -154,6 +166,14 @@ class TrainerConfig:
     )
     threads: int | None = _help("torch CPU threads (null = torch's default).", default=None)
     eval_batch_size: int = _help("Batch size of greedy generation in evaluation.", default=64)
+
+    #: Trackers ``report_to`` may name (each used only when its package is installed).
+    TRACKERS: ClassVar[tuple[str, ...]] = ("tensorboard", "wandb", "mlflow")
+
+    def __post_init__(self) -> None:
+        check_literals(self, "trainer")
+        for name in self.report_to:
+            check_choice("trainer.report_to", name, self.TRACKERS)
 
 
 @dataclass

@@ -8,24 +8,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from orapo.images import ImageLoadError, load_image, load_images
 from orapo.manifest import Manifest, Study
 
-
-class ImageError(RuntimeError):
-    """An image that is missing or cannot be decoded; the message names the file."""
-
-
-def load_image(path: Path) -> Image.Image:
-    """Open an image as RGB, or raise :class:`ImageError` naming the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise ImageError(f"image {path} cannot be read: {err}") from None
+#: The trainer's name for :class:`orapo.images.ImageLoadError` (one class, one loader).
+ImageError = ImageLoadError
 
 
 def study_image(study: Study, root: Path) -> Image.Image:
@@ -75,18 +64,16 @@ def shuffle_images(studies: list[Study], seed: int) -> list[Study]:
 def check_images(
     studies: list[Study], root: Path, *, skip_bad: bool
 ) -> tuple[list[Study], Counter]:
-    """Verify every study's first image opens; drop (and count) bad ones only if ``skip_bad``."""
-    kept, skipped = [], Counter()
-    for study in studies:
-        try:
-            study_image(study, root)
-        except ImageError as err:
-            if not skip_bad:
-                raise ImageError(f"study {study.id!r}: {err}") from None
-            skipped[str(err).split(" ", 2)[-1]] += 1
-            continue
-        kept.append(study)
-    return kept, skipped
+    """Verify every study's first image decodes; a bad one raises :class:`ImageLoadError`
+    naming the study, or with ``skip_bad`` is dropped and counted by reason (``missing``,
+    ``unreadable``)."""
+    checked = load_images(
+        [s.image_paths(root)[0] for s in studies],
+        skip_bad=skip_bad,
+        keep_images=False,
+        context=[f"study {s.id!r}" for s in studies],
+    )
+    return [studies[i] for i in checked.kept], checked.skipped
 
 
 @dataclass

@@ -1,12 +1,16 @@
 """The OraPO training loop, top to bottom. Orchestration only: the maths is in orapo.algorithms.
 
-One step (mode ``orapo``; ``grpo`` is the same with w = 0, ``sft`` skips to the NLL)::
+One step, :meth:`Trainer.train_step` (mode ``orapo``; ``grpo`` is the same with w = 0, ``sft``
+skips to the NLL, :meth:`Trainer.sft_step`)::
 
-    studies -> images -> K rollouts each -> rewards (FactS) -> ZRR, its EMA -> w
-            -> group advantages -> reference log-probs (no grad)
-            -> policy log-probs of rollouts and ground-truth reports (one forward)
-            -> (1 - w) * GRPO(rollouts) + w * DPO(ground truth vs failed rollouts)
-            -> backward -> clip -> optimizer and scheduler step
+    1. studies -> images -> K rollouts each
+    2. rewards (FactS) -> ZRR over the global batch -> its EMA -> w
+    3. group advantages; failed rollouts (the DPO rejected)
+    4. reference log-probs (no grad) of rollouts and ground-truth reports
+    5. per micro-batch (:meth:`Trainer.loss`): policy log-probs of both (one forward)
+       -> (1 - w) * GRPO(rollouts) + w * DPO(ground truth vs failed rollouts) -> backward;
+       then clip -> optimizer and scheduler step
+    6. metrics (docs/algorithms.md, metric glossary)
 
 With ``algorithm.dynamic_sampling`` (DAPO), groups whose K rewards are all equal are replaced by
 groups of new images right after the ZRR is measured (:meth:`Trainer.dynamic_sample`).
@@ -22,20 +26,28 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from orapo import algorithms as alg
+from orapo.errors import UserError
 from orapo.manifest import Study
-from orapo.model.policy import Rollouts
+from orapo.model.policy import PromptBatch, Rollouts
 from orapo.train.checkpoint import load_checkpoint, save_checkpoint
 from orapo.train.config import TrainConfig
 from orapo.train.data import EpochSampler, study_image
 from orapo.train.tracking import MetricsLog
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from rich.console import Console
 
-class NonFiniteLossError(RuntimeError):
+    from orapo.model.policy import Policy
+    from orapo.rewards.common import RewardFunction
+
+
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left intact."""
 
 
@@ -44,7 +56,7 @@ class MicroBatch:
     """Completions of some of a step's images, scored together: rollouts first, then (when the
     DPO term is on) the images' ground-truth reports."""
 
-    prompts: Any  # PromptBatch of these images
+    prompts: PromptBatch  # of these images
     ids: torch.Tensor  # (n, T)
     mask: torch.Tensor  # (n, T)
     index: torch.Tensor  # (n,) prompt of each completion
@@ -60,10 +72,14 @@ class MicroBatch:
 
 
 def _mean_metrics(acc: dict[str, float], new: dict[str, float], j: int) -> dict[str, float]:
-    """Running mean of micro-batch metrics (j = index of ``new``)."""
+    """Running mean of micro-batch metrics (j = index of ``new``); a value the same in every
+    micro-batch (``mix/w``) stays exactly that value."""
     if j == 0:
         return dict(new)
-    return {key: (acc.get(key, v) * j + v) / (j + 1) for key, v in new.items()}
+    return {
+        key: v if acc.get(key, v) == v else (acc.get(key, v) * j + v) / (j + 1)
+        for key, v in new.items()
+    }
 
 
 @dataclass
@@ -95,37 +111,57 @@ def pad_cat(a: torch.Tensor, b: torch.Tensor, value: int) -> torch.Tensor:
     return torch.cat([a, b])
 
 
+class TrainingData(Protocol):
+    """What the trainer reads of a run's data (``orapo.train.setup.TrainData``)."""
+
+    train: list[Study]
+    val: list[Study]
+
+    @property
+    def root(self) -> Path: ...
+
+
+@dataclass
+class Draw:
+    """One batch of studies with their rollouts and (this process's) rewards."""
+
+    batch: Batch
+    rollouts: Rollouts
+    rewards: torch.Tensor  # (B*K,), NaN = failed
+
+
 class Trainer:
-    """Holds the run's parts; :meth:`fit` is the loop. Build with :func:`build_trainer`."""
+    """Holds the run's parts; :meth:`fit` is the loop. Build with
+    ``orapo.train.setup.build_trainer``."""
 
     def __init__(
         self,
-        cfg,
-        run_dir,
-        accelerator,
-        policy,
-        optimizer,
-        scheduler,
-        reward_fn,
-        controller,
-        data,
-        console,
+        cfg: TrainConfig,
+        run_dir: Path,
+        accelerator: Accelerator,
+        policy: Policy,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        reward_fn: RewardFunction,
+        controller: alg.ZRRController,
+        data: TrainingData,
+        console: Console,
     ) -> None:
-        self.cfg: TrainConfig = cfg
-        self.run_dir: Path = run_dir
+        self.cfg = cfg
+        self.run_dir = run_dir
         self.acc = accelerator
         self.policy = policy
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.reward_fn = reward_fn
-        self.controller: alg.ZRRController = controller
+        self.controller = controller
         self.data = data
         self.console = console
         self.sampler = EpochSampler(len(data.train), cfg.trainer.seed)
         self.step = 0
         self.log = MetricsLog(run_dir, enabled=accelerator.is_main_process)
         self.reward_failures: dict[str, int] = {}
-        self.missing_rewards = 0
+        self.missing_rewards = 0  # over all processes, refills included
         self.rollouts_generated = 0  # over all processes, refills included
         self.grad_norm: float | None = None
 
@@ -138,6 +174,7 @@ class Trainer:
         return Batch(studies, [study_image(s, self.data.root) for s in studies])
 
     def train_step(self, batch: Batch) -> dict[str, float]:
+        """One step of the module docstring (``sft`` mode: :meth:`sft_step`)."""
         if self.cfg.algorithm.mode == "sft":
             return self.sft_step(batch)
         cfg, a, policy = self.cfg, self.cfg.algorithm, self.policy
@@ -149,25 +186,26 @@ class Trainer:
         rollouts = policy.rollout(prompts, cfg.sampling)
         t_rollout = time.perf_counter() - started
 
-        # 2. Rewards, and the Zero-Reward Rate over the global batch.
-        rewards = self.score(rollouts, batch)  # (B*K,), NaN = failed
-        all_rewards = self.acc.gather(rewards)
-        self.rollouts_generated += len(all_rewards)
-        zrr = alg.zero_reward_rate(all_rewards, k, atol=a.zero_atol)
-        self.controller.update(zrr)
+        # 2. Rewards; the Zero-Reward Rate over the global batch, its EMA, the mixing weight w.
+        rewards, all_rewards = self.score(rollouts, batch)  # (B*K,) here, (world*B*K,) global
+        reward_details = self.reward_details()  # e.g. FactS precision / recall of this draw
+        self.controller.update(alg.zero_reward_rate(all_rewards, k, atol=a.zero_atol))
+        w = 0.0 if a.mode == "grpo" else self.controller.weight()
         refills = 0
         if a.dynamic_sampling:  # DAPO: keep the groups whose rewards differ, refill the rest
             batch, prompts, rollouts, rewards, refills = self.dynamic_sample(
                 batch, rollouts, rewards
             )
-        w = 0.0 if a.mode == "grpo" else self.controller.weight()
+
+        # 3. Group advantages (GRPO) and the failed rollouts (DPO's rejected).
         advantages = alg.group_advantages(rewards, k, scale=a.advantage_scale)  # (B*K,)
         threshold = a.dpo_threshold if a.dpo_negatives == "below" else None
-        negatives = alg.select_negatives(  # (B*K,) bool: the DPO rejected
+        negatives = alg.select_negatives(  # (B*K,) bool
             rewards, a.dpo_negatives, threshold=threshold, atol=a.zero_atol
         )
 
-        # 3. Ground-truth reports as completions (the DPO "chosen"), when the DPO term is on.
+        # 4. What each micro-batch scores: its rollouts, then (DPO on) its ground-truth reports;
+        #    reference (KL, DPO) and rollout-policy (mu > 1) log-probs without gradient.
         chosen_ids, chosen_mask = (
             policy.encode_completions(batch.references, max_tokens=cfg.sampling.max_new_tokens)
             if w > 0
@@ -177,56 +215,27 @@ class Trainer:
             self.micro_batch(prompts, rollouts, chosen_ids, chosen_mask, images)
             for images in self.micro_batches(len(batch.studies))
         ]
-        with torch.no_grad():  # reference (KL, DPO) and rollout-policy (mu > 1) log-probs
+        with torch.no_grad():
             for mb in micro:
                 if a.kl_beta > 0 or w > 0:
                     mb.ref = policy.completion_logprobs(*mb.inputs, reference=True)
                 if cfg.trainer.mu > 1:
                     mb.old = policy.completion_logprobs(*mb.inputs)
 
-        # 4. Policy update(s) on this batch of rollouts, accumulated over micro-batches.
+        # 5. (1 - w) * GRPO + w * DPO, accumulated over micro-batches; mu updates per batch.
         metrics: dict[str, float] = {}
         for _ in range(cfg.trainer.mu):
             for j, mb in enumerate(micro):
-                logps = policy.completion_logprobs(*mb.inputs)  # (n, T) rollouts, then chosen
-                n, t = mb.n_rollouts, mb.t_rollouts
-                roll_lp, roll_mask = logps[:n, :t], mb.mask[:n, :t]
-                rows = mb.rollout_rows
-                l_grpo, m_grpo = alg.grpo_loss(
-                    roll_lp,
-                    None if mb.old is None else mb.old[:n, :t],
-                    advantages[rows],
-                    roll_mask,
-                    reduction=a.loss_reduction,
-                    max_completion_length=cfg.sampling.max_new_tokens,
-                    eps_low=a.clip_eps_low,
-                    eps_high=a.clip_eps_high,
-                    beta=a.kl_beta,
-                    ref_logps=None if a.kl_beta == 0 else mb.ref[:n, :t],
-                )
-                l_dpo, m_dpo = None, {}
-                if w > 0:
-                    norm = a.dpo_length_normalize
-                    c_mask = mb.mask[n:]
-                    l_dpo, m_dpo = alg.dpo_loss(
-                        alg.sequence_logps(logps[n:], c_mask, norm),
-                        alg.sequence_logps(mb.ref[n:], c_mask, norm),
-                        alg.sequence_logps(roll_lp, roll_mask, norm),
-                        alg.sequence_logps(mb.ref[:n, :t], roll_mask, norm),
-                        negatives[rows],
-                        beta=a.dpo_beta,
-                    )
-                loss, m_mix = alg.orapo_loss(l_grpo, l_dpo, w)
+                loss, loss_metrics = self.loss(mb, advantages, negatives, w)
                 self.backward(loss / len(micro), last=j == len(micro) - 1)
-                metrics = _mean_metrics(metrics, {**m_grpo, **m_dpo, **m_mix}, j)
+                metrics = _mean_metrics(metrics, loss_metrics, j)
             self.optimizer_step()
 
+        # 6. What the step did (docs/algorithms.md, metric glossary).
         metrics.update(alg.reward_metrics(all_rewards, k, atol=a.zero_atol))
-        self.missing_rewards += int(torch.isnan(all_rewards).sum())
-        metrics["reward/missing_total"] = float(self.missing_rewards)
+        metrics.update(reward_details)
         metrics.update(self.controller.metrics())
-        metrics["mix/w"] = w
-        metrics["zrr/raw"] = zrr
+        metrics["reward/missing_total"] = float(self.missing_rewards)
         metrics["rollout/mean_length"] = float(rollouts.completion_mask.sum(1).float().mean())
         metrics["rollout/truncated"] = float(rollouts.truncated.float().mean())
         metrics["rollout/generated_total"] = float(self.rollouts_generated)
@@ -238,19 +247,70 @@ class Trainer:
         metrics["time/step"] = time.perf_counter() - started
         return metrics
 
-    def score(self, rollouts: Rollouts, batch: Batch) -> torch.Tensor:
-        """(B*K,) rewards of ``batch``'s rollouts; NaN where the reward failed."""
+    def loss(
+        self, mb: MicroBatch, advantages: torch.Tensor, negatives: torch.Tensor, w: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The OraPO loss of one micro-batch and its metrics (``loss/*``, ``grpo/*``, ``dpo/*``,
+        ``mix/w``): GRPO on its rollouts; with ``w > 0``, DPO of its ground-truth reports
+        against its failed rollouts."""
+        a, max_tokens = self.cfg.algorithm, self.cfg.sampling.max_new_tokens
+        logps = self.policy.completion_logprobs(*mb.inputs)  # (n + b, T): rollouts, then chosen
+        n, t, rows = mb.n_rollouts, mb.t_rollouts, mb.rollout_rows
+        rollout_logps, rollout_mask = logps[:n, :t], mb.mask[:n, :t]  # (n, t)
+        l_grpo, m_grpo = alg.grpo_loss(
+            rollout_logps,
+            None if mb.old is None else mb.old[:n, :t],
+            advantages[rows],
+            rollout_mask,
+            reduction=a.loss_reduction,
+            max_completion_length=max_tokens,
+            eps_low=a.clip_eps_low,
+            eps_high=a.clip_eps_high,
+            beta=a.kl_beta,
+            ref_logps=None if a.kl_beta == 0 else mb.ref[:n, :t],
+        )
+        l_dpo, m_dpo = None, {}
+        if w > 0:
+            l_dpo, m_dpo = alg.dpo_loss_from_tokens(
+                logps[n:],  # (b, T) chosen: the ground-truth reports
+                mb.ref[n:],
+                mb.mask[n:],
+                rollout_logps,  # (n, t) rejected candidates: the rollouts
+                mb.ref[:n, :t],
+                rollout_mask,
+                negatives[rows],
+                beta=a.dpo_beta,
+                length_normalize=a.dpo_length_normalize,
+            )
+        loss, m_mix = alg.orapo_loss(l_grpo, l_dpo, w)
+        return loss, {**m_grpo, **m_dpo, **m_mix}
+
+    def score(self, rollouts: Rollouts, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rewards of ``batch``'s rollouts: this process's ``(B*K,)`` and the global batch's,
+        gathered (every process calls this together); NaN where the reward failed. Counts the
+        rollouts generated and the missing rewards of the run (the one place that does)."""
         k = rollouts.k
         raw = self.reward_fn(
             rollouts.texts,
             reference=repeat_each(batch.references, k),
             labels=repeat_each(batch.labels, k),
         )
-        return alg.rewards_to_tensor(raw).to(self.policy.device)
+        rewards = alg.rewards_to_tensor(raw).to(self.policy.device)
+        everyone = self.acc.gather(rewards)
+        self.rollouts_generated += len(everyone)
+        self.missing_rewards += int(torch.isnan(everyone).sum())
+        return rewards, everyone
+
+    def reward_details(self) -> dict[str, float]:
+        """The reward's own metrics of its last call, when it has them (``FactsReward``:
+        ``reward/facts_precision``, ``_recall``, ``_f_beta``, ``_failed``; this process's
+        rollouts)."""
+        metrics = getattr(self.reward_fn, "metrics", None)
+        return dict(metrics()) if callable(metrics) else {}
 
     def dynamic_sample(
         self, batch: Batch, rollouts: Rollouts, rewards: torch.Tensor
-    ) -> tuple[Batch, Any, Rollouts, torch.Tensor, int]:
+    ) -> tuple[Batch, PromptBatch, Rollouts, torch.Tensor, int]:
         """DAPO's dynamic sampling: a batch of B groups whose K rewards are not all equal.
 
         Draws up to ``algorithm.max_refill_rounds`` more batches of new studies while this
@@ -261,59 +321,42 @@ class Trainer:
         """
         a, k, b = self.cfg.algorithm, rollouts.k, len(batch.studies)
 
-        def informative(r: torch.Tensor) -> list[int]:
-            return alg.informative_groups(r, k, atol=a.zero_atol).nonzero().flatten().tolist()
+        def informative(draw: Draw) -> list[int]:  # its groups with a reward spread
+            spread = alg.informative_groups(draw.rewards, k, atol=a.zero_atol)
+            return spread.nonzero().flatten().tolist()
 
-        draws = [(batch, rollouts, rewards)]
-        useful = [informative(rewards)]  # per draw: its groups with a reward spread
-        while len(draws) <= a.max_refill_rounds:
-            short = torch.tensor([float(sum(map(len, useful)) < b)], device=self.policy.device)
-            if float(self.acc.gather(short).max()) == 0:
-                break
+        first = Draw(batch, rollouts, rewards)
+        draws = [first]
+        useful = [informative(first)]
+        while len(draws) <= a.max_refill_rounds and self.any_process_short(
+            sum(map(len, useful)) < b
+        ):
             extra = self.next_batch()
             extra_rollouts = self.policy.rollout(
                 self.policy.prompt_batch(extra.images), self.cfg.sampling
             )
-            extra_rewards = self.score(extra_rollouts, extra)
-            all_extra = self.acc.gather(extra_rewards)  # every process is here: they draw together
-            self.rollouts_generated += len(all_extra)
-            self.missing_rewards += int(torch.isnan(all_extra).sum())
-            draws.append((extra, extra_rollouts, extra_rewards))
-            useful.append(informative(extra_rewards))
-        picks = [(d, g) for d, groups in enumerate(useful) for g in groups][:b]
-        chosen = set(picks)
-        picks += [(0, g) for g in range(b) if (0, g) not in chosen][: b - len(picks)]
+            draws.append(Draw(extra, extra_rollouts, self.score(extra_rollouts, extra)[0]))
+            useful.append(informative(draws[-1]))
+        # The first B informative groups in draw order, then equal-reward ones of the first draw.
+        picks = [(draw, g) for draw, groups in zip(draws, useful, strict=True) for g in groups][:b]
+        taken = {g for draw, g in picks if draw is first}
+        picks += [(first, g) for g in range(b) if g not in taken][: b - len(picks)]
 
-        def rows(g: int, x: torch.Tensor) -> torch.Tensor:  # group g's K rows of x
-            return x[g * k : (g + 1) * k]
-
-        width = max(draws[d][1].completion_ids.shape[1] for d, _ in picks)
-
-        def padded(x: torch.Tensor, value: int) -> torch.Tensor:
-            return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
-
-        pad = self.policy.pad_token_id
         new = Batch(
-            [draws[d][0].studies[g] for d, g in picks], [draws[d][0].images[g] for d, g in picks]
+            [draw.batch.studies[g] for draw, g in picks],
+            [draw.batch.images[g] for draw, g in picks],
         )
         prompts = self.policy.prompt_batch(new.images)
-        truncated = [draws[d][1].truncated for d, _ in picks]
-        merged = Rollouts(
-            prompts=prompts,
-            k=k,
-            completion_ids=torch.cat(
-                [padded(rows(g, draws[d][1].completion_ids), pad) for d, g in picks]
-            ),
-            completion_mask=torch.cat(
-                [padded(rows(g, draws[d][1].completion_mask), 0) for d, g in picks]
-            ),
-            texts=[t for d, g in picks for t in draws[d][1].texts[g * k : (g + 1) * k]],
-            truncated=None
-            if any(t is None for t in truncated)
-            else torch.cat([rows(g, draws[d][1].truncated) for d, g in picks]),
+        merged = Rollouts.merge(
+            [(draw.rollouts, g) for draw, g in picks], prompts, self.policy.pad_token_id
         )
-        merged_rewards = torch.cat([rows(g, draws[d][2]) for d, g in picks])
+        merged_rewards = torch.cat([draw.rewards[draw.rollouts.group(g)] for draw, g in picks])
         return new, prompts, merged, merged_rewards, len(draws) - 1
+
+    def any_process_short(self, short: bool) -> bool:
+        """Whether ``short`` holds on any process (all processes call this together)."""
+        flag = torch.tensor([float(short)], device=self.policy.device)
+        return float(self.acc.gather(flag).max()) > 0
 
     def sft_step(self, batch: Batch) -> dict[str, float]:
         """The SFT ablation: next-token loss on the ground-truth reports."""
@@ -338,7 +381,14 @@ class Trainer:
         size = -(-b // parts)
         return [list(range(i, min(i + size, b))) for i in range(0, b, size)]
 
-    def micro_batch(self, prompts, rollouts, chosen_ids, chosen_mask, images) -> MicroBatch:
+    def micro_batch(
+        self,
+        prompts: PromptBatch,
+        rollouts: Rollouts,
+        chosen_ids: torch.Tensor | None,
+        chosen_mask: torch.Tensor | None,
+        images: list[int],
+    ) -> MicroBatch:
         """The completions of images ``images``: their K rollouts each, then their ground truth."""
         k = rollouts.k
         rows = torch.tensor(

@@ -5,10 +5,16 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orapo.manifest import Manifest, Study, read_manifest
 from orapo.train.config import DEMO_BASE, TrainConfig
 from orapo.train.data import check_images, select_studies
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orapo.train.loop import Trainer
 
 
 @dataclass
@@ -103,7 +109,7 @@ def available_trackers(names: list[str], console) -> list[str]:
     return kept
 
 
-def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console):
+def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console: Console) -> Trainer:
     """Accelerator, policy, optimizer, scheduler, reward, ZRR controller -> Trainer."""
     import torch
     from accelerate import Accelerator

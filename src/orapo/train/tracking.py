@@ -1,7 +1,8 @@
 """Where metrics go: a JSONL file per run, accelerate's trackers, and PNG plots at the end.
 
 Metric names are namespaced (``reward/mean``, ``zrr/raw``, ``zrr/ema``, ``mix/w``,
-``loss/grpo``, ``loss/dpo``, ``val/...``) and defined once in docs/metrics-glossary.md.
+``loss/grpo``, ``loss/dpo``, ``val/...``) and defined once, in the metric glossary of
+docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from orapo.atomic import atomic_path, atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -35,9 +38,7 @@ class MetricsLog:
         if not self.enabled or not self.path.is_file():
             return
         rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -87,9 +88,8 @@ def write_plots(run_dir: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         target = out_dir / name
-        tmp = target.with_name(".tmp-" + name)
-        fig.savefig(tmp, format="png")
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
-        tmp.replace(target)
         written.append(target)
     return written
