@@ -106,9 +106,23 @@ def make_world(tmp: Path, preset: str, n: int) -> tuple[Path, Path]:
     return manifest, build_demo_model(tmp / "model", texts, preset=preset, seed=0)
 
 
-def orapo_trainer(args, mode: str, manifest: Path, model_dir: Path, run_dir: Path, console):
-    """An orapo Trainer in ``mode`` (grpo or orapo) with the benchmark's settings."""
-    from orapo.model.config import ModelConfig, SamplingConfig
+def build_orapo_trainer(
+    manifest: Path,
+    model,
+    run_dir: Path,
+    console,
+    *,
+    mode: str,
+    batch: int,
+    k: int,
+    max_new_tokens: int,
+    steps: int,
+    lr: float,
+    threads: int | None = None,
+):
+    """An orapo Trainer of ``model`` (a ModelConfig) in ``mode``, with the benchmarks' settings:
+    FactS, ``dapo``, temperature 1, a constant lr, clipping at 1.0, no evaluation or saving."""
+    from orapo.model.config import SamplingConfig
     from orapo.train.config import (
         AlgorithmConfig,
         DataConfig,
@@ -120,24 +134,43 @@ def orapo_trainer(args, mode: str, manifest: Path, model_dir: Path, run_dir: Pat
 
     cfg = TrainConfig(
         data=DataConfig(manifest=str(manifest), train_size=None, val_size=None, test_size=None),
-        model=ModelConfig(name_or_path=str(model_dir), device="cpu"),
-        sampling=SamplingConfig(k=args.k, temperature=1.0, max_new_tokens=args.max_new_tokens),
+        model=model,
+        sampling=SamplingConfig(k=k, temperature=1.0, max_new_tokens=max_new_tokens),
         algorithm=AlgorithmConfig(mode=mode, reward="facts", loss_reduction="dapo"),
         trainer=TrainerConfig(
-            steps=args.steps + 1,
-            batch_size=args.batch,
-            lr=args.lr,
+            steps=steps,
+            batch_size=batch,
+            lr=lr,
             lr_schedule="constant",
             warmup_steps=0,
             max_grad_norm=1.0,
             eval_every=0,
             save_every=0,
             report_to=[],
-            threads=1,
+            threads=threads,
         ),
         eval=EvalConfig(before=False, after=False),
     )
-    trainer = build_trainer(cfg, run_dir, resolve_data(cfg, console), console)
+    return build_trainer(cfg, run_dir, resolve_data(cfg, console), console)
+
+
+def orapo_trainer(args, mode: str, manifest: Path, model_dir: Path, run_dir: Path, console):
+    """An orapo Trainer in ``mode`` (grpo or orapo) with the benchmark's settings."""
+    from orapo.model.config import ModelConfig
+
+    trainer = build_orapo_trainer(
+        manifest,
+        ModelConfig(name_or_path=str(model_dir), device="cpu"),
+        run_dir,
+        console,
+        mode=mode,
+        batch=args.batch,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        steps=args.steps + 1,
+        lr=args.lr,
+        threads=1,
+    )
     trainer.reward_fn = RecordingReward(trainer.reward_fn)
     return trainer
 
@@ -182,60 +215,76 @@ def check_same_prompt(policy, dataset) -> None:
         raise RuntimeError(f"TRL renders another prompt:\n{text!r}\norapo:\n{policy.prompt_text!r}")
 
 
-def trl_trainer(args, model_dir: Path, dataset, reward, out_dir: Path, callback):
-    """TRL's GRPOTrainer on a fresh copy of the demo model, with orapo's processor and the
-    same trainable parameters (orapo's loader freezes the vision tower)."""
+def grpo_trainer(model, processor, dataset, reward, callback, **settings):
+    """TRL's GRPOTrainer with the settings the benchmarks share (plain GRPO: ``beta=0``,
+    ``loss_type="dapo"``, temperature 1 without top-k / top-p, a constant schedule, clipping at
+    1.0, no shuffling, logging or saving), overridden and completed by ``settings`` (at least
+    ``output_dir``, ``per_device_train_batch_size``, ``num_generations``,
+    ``max_completion_length``, ``learning_rate``, ``max_steps``)."""
     from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    shared = {
+        "fp16": False,
+        "gradient_accumulation_steps": 1,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "beta": 0.0,
+        "loss_type": "dapo",
+        "num_iterations": 1,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "max_grad_norm": 1.0,
+        "shuffle_dataset": False,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "logging_strategy": "no",
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=GRPOConfig(**{**shared, **settings}),
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints the end-of-training summary
+    return trainer
+
+
+def trl_trainer(args, model_dir: Path, dataset, reward, out_dir: Path, callback):
+    """TRL's GRPOTrainer on a fresh copy of the demo model, with orapo's processor and the
+    same trainable parameters (orapo's loader freezes the vision tower)."""
     from orapo.model.config import ModelConfig
     from orapo.model.policy import load_policy
 
     policy = load_policy(ModelConfig(name_or_path=str(model_dir), device="cpu"), trainable=True)
-    config = GRPOConfig(
+    trainer = grpo_trainer(
+        policy.model,
+        policy.processor,
+        dataset,
+        reward,
+        callback,
         output_dir=str(out_dir),
         use_cpu=True,
         bf16=False,
-        fp16=False,
         per_device_train_batch_size=args.batch * args.k,
-        gradient_accumulation_steps=1,
         num_generations=args.k,
         max_completion_length=args.max_new_tokens,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        beta=0.0,
-        loss_type="dapo",
         scale_rewards="group",
         epsilon=0.2,
-        num_iterations=1,
         learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
         weight_decay=0.0,
-        max_grad_norm=1.0,
         optim="adamw_torch",
         activation_checkpointing=False,
         max_steps=args.steps + 1,
-        shuffle_dataset=False,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        logging_strategy="no",
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=0,
     )
-    trainer = GRPOTrainer(
-        model=policy.model,
-        reward_funcs=[reward],
-        args=config,
-        train_dataset=dataset,
-        processing_class=policy.processor,
-        callbacks=[callback],
-    )
-    trainer.remove_callback(PrinterCallback)  # it prints the end-of-training summary
     if trainer.model.is_activation_checkpointing:
         raise RuntimeError("TRL turned activation checkpointing on; orapo runs without it")
     return trainer

@@ -93,7 +93,7 @@ def test_train_cli_end_to_end(world, tmp_path):
     assert 0.0 <= shuffled["f1"] <= 1.0 and shuffled["n"] == summary["final"]["n"]
     assert (out / "eval-final-shuffled" / "metrics.json").is_file()
     refs = summary["references"]
-    assert set(refs) == {"normal_report", "all_positive", "majority"}
+    assert set(refs) == {"best_fixed_report", "all_positive", "majority"}
     assert refs["all_positive"]["recall"] == 1.0
     assert "shuffled" in result.output and "image-blind" in result.output
     assert {p.name for p in (out / "plots").iterdir()} >= {"reward.png", "zrr.png", "w.png"}

@@ -1,18 +1,17 @@
 """The glue of one training step, not just its parts: with fixed rollouts and rewards, the
 gradient ``Trainer.train_step`` accumulates equals ``(1 - w) * grad(GRPO) + w * grad(DPO)``
-computed from the pure functions of ``orapo.algorithms`` on the same policy."""
+computed from the pure functions of ``orapo.algorithms`` on the same policy (over micro-batches,
+each mean weighted by its share of the batch's units: sequences or tokens, and DPO pairs)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from rich.console import Console
 
+from fixed_step import tiny_trainer
 from helpers import tiny_world
 from orapo import algorithms as alg
-from orapo.config_io import apply_overrides, from_dict
 from orapo.model.policy import Rollouts
-from orapo.train.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -27,26 +26,9 @@ def world(tmp_path_factory):
 
 
 def make_trainer(world, run_dir, **extra):
-    from orapo.train.setup import build_trainer, resolve_data
-
     manifest, model = world
-    values = {
-        "data.manifest": str(manifest),
-        "model.name_or_path": str(model),
-        "data.train_size": 8,
-        "data.val_size": 4,
-        "data.test_size": 4,
-        "trainer.batch_size": 4,
-        "trainer.threads": 1,
-        "trainer.report_to": "[]",
-        "trainer.max_grad_norm": 0,
-        "sampling.k": K,
-        "sampling.max_new_tokens": 8,
-        **extra,
-    }
-    cfg = from_dict(TrainConfig, apply_overrides({}, [f"{k}={v}" for k, v in values.items()]))
-    console = Console(quiet=True)
-    return build_trainer(cfg, run_dir, resolve_data(cfg, console), console)
+    extra = {"sampling.max_new_tokens": 8, **extra}
+    return tiny_trainer(str(manifest), str(model), run_dir, **extra)
 
 
 def grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
@@ -91,10 +73,13 @@ def test_step_gradient_is_the_mix_of_the_pure_losses(world, tmp_path, extra):
         batch.references, max_tokens=cfg.sampling.max_new_tokens
     )
     parts = trainer.micro_batches(len(batch.studies))
+    rows_of = [torch.tensor([i * K + j for i in images for j in range(K)]) for images in parts]
+    per_token = a.loss_reduction == "dapo"
+    units = [float(fixed.completion_mask[r].sum()) if per_token else len(r) for r in rows_of]
+    pairs = [float(negatives[r].sum()) for r in rows_of]
     g_grpo = [torch.zeros_like(p) for p in params]
     g_dpo = [torch.zeros_like(p) for p in params]
-    for images in parts:
-        rows = torch.tensor([i * K + j for i in images for j in range(K)])
+    for images, rows, u, n_pairs in zip(parts, rows_of, units, pairs, strict=True):
         sub = prompts.select(images)
         ids, mask = fixed.completion_ids[rows], fixed.completion_mask[rows]
         rollout_index = torch.arange(len(images)).repeat_interleave(K)
@@ -126,9 +111,9 @@ def test_step_gradient_is_the_mix_of_the_pure_losses(world, tmp_path, extra):
             beta=a.dpo_beta,
         )
         for total, g in zip(g_grpo, grads(l_grpo, params), strict=True):
-            total += 0 if g is None else g / len(parts)
+            total += 0 if g is None else g * u / sum(units)
         for total, g in zip(g_dpo, grads(l_dpo, params), strict=True):
-            total += 0 if g is None else g / len(parts)
+            total += 0 if g is None else g * n_pairs / sum(pairs)
 
     assert len(captured) == len(params)
     changed = 0

@@ -139,7 +139,7 @@ def pretrain_base(settings: BaseModelSettings, out_dir: Path, console) -> dict:
     losses: list[float] = []
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("pre-train base", total=settings.steps)
-        for _ in range(settings.steps):
+        for step in range(1, settings.steps + 1):
             if order.random() < settings.caption_share:  # general captioning
                 picks = order.choice(len(captions), settings.batch_size, replace=False)
                 batch = [(captions[i][0], caption_prompt, captions[i][1]) for i in picks]
@@ -156,6 +156,9 @@ def pretrain_base(settings: BaseModelSettings, out_dir: Path, console) -> dict:
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             bar.update(task, advance=1, description=f"pre-train base, loss {losses[-1]:.3f}")
+            if step % max(1, settings.steps // 10) == 0:  # a line also in logs without a bar
+                recent = losses[-max(1, settings.steps // 10) :]
+                console.print(f"step {step}/{settings.steps}: loss {sum(recent) / len(recent):.3f}")
     policy.model.eval()
     n_held_out = min(HELD_OUT, settings.pool_size)
     held_out = draw_pool(n_held_out, settings.pool_seed + 1, settings.profile, POOL_IMAGE_SIZE)

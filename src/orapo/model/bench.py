@@ -2,11 +2,16 @@
 
     python -m orapo.model.bench --threads 1                  # demo preset, built in a temp dir
     python -m orapo.model.bench --model DIR --device cuda    # any model directory
+    python -m orapo.model.bench --config configs/qwen2_5_vl_3b_mimic_1k.yaml --device cuda
 
 Prints the parameter count, rollout throughput for B images x K samples x N new tokens
 (generated tokens per second = B*K*decoding steps / seconds), and the time of the policy's
 log-prob forward and backward and of the no-grad reference pass over those B*K rollouts.
 Each timing is repeated; report the minimum (this CPU is shared).
+
+Images are square, of the largest area the processor keeps (``max_pixels``: ``--max-pixels``,
+else the recipe's ``model.max_pixels`` with ``--config``, else the checkpoint's own bound; a
+real Qwen2.5-VL checkpoint's own bound is 12.8 M px, ~16k image tokens per image, so give one).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +33,32 @@ def _demo_dir(tmp: str, preset: str) -> str:
     return str(build_demo_model(f"{tmp}/{preset}", _default_corpus(), preset=preset))
 
 
-def main(argv: list[str] | None = None) -> None:
+def model_config(args: argparse.Namespace, path: str | None) -> Any:
+    """The ModelConfig to time: the recipe's model section (``--config``) or LoRA r=16 /
+    full FT on ``path``; ``--model``, ``--device`` and ``--max-pixels`` override."""
+    from dataclasses import replace
+
+    from orapo.model.config import LoraSettings, ModelConfig
+
+    if args.config:
+        from orapo.config_io import from_dict, load_yaml
+
+        cfg = from_dict(ModelConfig, load_yaml(args.config)["model"], "model")
+    else:
+        cfg = ModelConfig(str(path), lora=LoraSettings(enabled=args.lora, dropout=0.0))
+    cfg = replace(cfg, name_or_path=str(path or cfg.name_or_path), device=args.device)
+    if args.max_pixels is not None:
+        cfg = replace(cfg, max_pixels=args.max_pixels)
+    return cfg
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model directory (default: build the demo preset)")
+    parser.add_argument(
+        "--config", help="recipe whose model section (max_pixels, dtype, LoRA, ...) to use"
+    )
+    parser.add_argument("--max-pixels", type=int, default=None, help="largest image area, px")
     parser.add_argument("--preset", default="demo", help="demo preset to build without --model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -38,17 +67,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-k", type=int, default=8, help="rollouts per image K")
     parser.add_argument("--new-tokens", type=int, default=64, help="max new tokens")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each timing")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from orapo.model.config import LoraSettings, ModelConfig, SamplingConfig
+    from orapo.model.config import SamplingConfig
     from orapo.model.policy import load_policy
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.model or _demo_dir(tmp, args.preset)
-        lora = LoraSettings(enabled=args.lora, dropout=0.0)
-        policy = load_policy(ModelConfig(path, device=args.device, lora=lora), trainable=True)
+        path = args.model or (None if args.config else _demo_dir(tmp, args.preset))
+        policy = load_policy(model_config(args, path), trainable=True)
+    path = policy.source
     size = int(policy.processor.image_processor.size.longest_edge**0.5)
     images = [
         Image.fromarray((np.random.default_rng(i).random((size, size)) * 255).astype("uint8"))
@@ -58,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     trainable = sum(p.numel() for p in policy.trainable_parameters())
     print(
         f"model {path}: {policy.num_parameters():,} parameters ({trainable:,} trainable, "
-        f"{'LoRA' if args.lora else 'full FT'}), device {policy.device}, threads "
-        f"{torch.get_num_threads()}, prompt {tuple(prompts.input_ids.shape)}"
+        f"{'LoRA' if policy.is_lora else 'full FT'}), device {policy.device}, threads "
+        f"{torch.get_num_threads()}, images {size}x{size} px, prompt "
+        f"{tuple(prompts.input_ids.shape)}"
     )
 
     def sync() -> None:

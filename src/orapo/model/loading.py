@@ -303,6 +303,39 @@ def set_full_finetune_trainable(core: nn.Module, train_vision: bool) -> None:
             p.requires_grad_(False)
 
 
+def upcast_trainable(model: nn.Module) -> None:
+    """Keep every trainable parameter in float32 (master weights); frozen ones stay as loaded.
+
+    With ``dtype: bfloat16`` the optimizer would otherwise update bf16 weights in place, and an
+    update smaller than half a bf16 step (lr 5e-5 on weights of 0.02) would be rounded away.
+    The forward computes in the reduced dtype under autocast (``Policy.autocast``). peft already
+    keeps new and loaded LoRA adapters in float32; this covers full fine-tuning.
+    """
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+#: The oldest transformers whose Qwen-VL forward takes pre-encoded images (``mm_encoder_outputs``,
+#: what ``Policy.completion_logprobs`` hands it); older releases drop them silently and score
+#: every completion as if the image were blank (tests/test_scoring_sees_image.py).
+MIN_TRANSFORMERS = "5.18.0"
+
+
+def check_scoring_sees_images(core: nn.Module) -> None:
+    """Refuse a transformers release whose forward would ignore pre-encoded image features."""
+    import inspect
+
+    import transformers
+
+    if "mm_encoder_outputs" not in inspect.signature(inner_model(core).forward).parameters:
+        raise ModelLoadError(
+            f"transformers {transformers.__version__} ignores pre-encoded image features, so "
+            f"every log-prob would be computed without the image; install "
+            f"transformers>={MIN_TRANSFORMERS}"
+        )
+
+
 def load_core_model(source: str, arch: Architecture, cfg: ModelConfig) -> nn.Module:
     """The transformers model, in the configured dtype, attention kernel and device."""
     device = resolve_device(cfg.device)
@@ -316,4 +349,5 @@ def load_core_model(source: str, arch: Architecture, cfg: ModelConfig) -> nn.Mod
         model = arch.model_cls().from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{source}: cannot load the model weights ({err})") from None
+    check_scoring_sees_images(model)
     return model.to(device)

@@ -17,6 +17,10 @@ How the vision tower is spared (its cost on a 3B model is ~1.4 s per 64 images o
   N completions of B prompts cost B vision passes, not N. When the vision tower trains (and
   gradients are on) it is recomputed per chunk instead, so its gradients flow.
 
+Precision: a trainable policy with ``dtype`` bfloat16/float16 keeps float32 master weights and
+computes under autocast (:meth:`Policy.autocast`, around sampling and scoring); see
+docs/model.md, Precision.
+
 Log-probs never build the (N x T x V) float32 logits: a forward hook on the language model's
 final norm captures the hidden states (the forward runs with ``logits_to_keep=1``), and
 :func:`orapo.model.logprobs.token_logprobs` applies lm_head + log-softmax per chunk of tokens.
@@ -50,8 +54,10 @@ from orapo.model.loading import (
     load_core_model,
     load_processor,
     read_record,
+    resolve_dtype,
     resolve_source,
     set_full_finetune_trainable,
+    upcast_trainable,
     vision_tower,
 )
 from orapo.model.logprobs import token_logprobs
@@ -240,6 +246,8 @@ class Policy:
         self.base_path = base_path
         self.trainable = trainable
         self.device = next(model.parameters()).device
+        #: The dtype the forward computes in (``config.dtype`` resolved); see :meth:`autocast`.
+        self.compute_dtype: torch.dtype = resolve_dtype(config.dtype, self.device)
         end = self._token_id(END_OF_TURN)
         if end is None:
             raise ValueError(f"{source}: the tokenizer has no {END_OF_TURN} token")
@@ -308,6 +316,19 @@ class Policy:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.core.parameters())
 
+    @property
+    def mixed_precision(self) -> bool:
+        """Trainable weights are float32 master weights while the forward computes in a reduced
+        ``compute_dtype`` under autocast (a trainable policy with ``dtype`` bfloat16/float16)."""
+        return self.trainable and self.compute_dtype != torch.float32
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to ``compute_dtype`` under :attr:`mixed_precision`; a no-op otherwise (the
+        float32 CPU path is untouched). Wraps sampling and scoring alike."""
+        if not self.mixed_precision:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
     # ------------------------------------------------------------------ prompts
     def prompt_batch(
         self,
@@ -370,9 +391,8 @@ class Policy:
             core.generation_config = saved_config
             self.model.train(was_training)
 
-    @torch.no_grad()
-    def rollout(self, prompts: PromptBatch, sampling: SamplingConfig) -> Rollouts:
-        """Sample ``sampling.k`` reports per prompt, stopping at the end-of-turn token."""
+    def generation_config(self, sampling: SamplingConfig, **extra: Any) -> Any:
+        """The ``GenerationConfig`` of :meth:`rollout` (``extra``: e.g. ``output_scores``)."""
         from transformers import GenerationConfig
 
         knobs: dict[str, Any] = {"do_sample": False}
@@ -384,7 +404,7 @@ class Policy:
                 "top_p": sampling.top_p,
                 "top_k": sampling.top_k or 0,
             }
-        gen = GenerationConfig(
+        return GenerationConfig(
             **knobs,
             max_new_tokens=sampling.max_new_tokens,
             num_return_sequences=sampling.k,
@@ -393,8 +413,14 @@ class Policy:
             suppress_tokens=self.suppressed_token_ids or None,
             eos_token_id=list(self.stop_token_ids),
             pad_token_id=self.pad_token_id,
+            **extra,
         )
-        with self._generation_setup():
+
+    @torch.no_grad()
+    def rollout(self, prompts: PromptBatch, sampling: SamplingConfig) -> Rollouts:
+        """Sample ``sampling.k`` reports per prompt, stopping at the end-of-turn token."""
+        gen = self.generation_config(sampling)
+        with self._generation_setup(), self.autocast():
             out = self.core.generate(**prompts.model_inputs(), generation_config=gen)
         generated = out[:, prompts.input_ids.shape[1] :]  # (B*K, T)
         ids, mask, truncated = trim_completions(generated, self.stop_token_ids, self.pad_token_id)
@@ -470,6 +496,8 @@ class Policy:
                     "call policy.prepare_reference() before the first optimizer step"
                 )
             ref = copy.deepcopy(self.core)
+            if self.mixed_precision:  # frozen: no master weights needed, half the memory
+                ref.to(self.compute_dtype)
             ref.requires_grad_(False)
             ref.eval()
             self._reference = ref
@@ -522,7 +550,7 @@ class Policy:
         context = torch.enable_grad() if grad else torch.no_grad()
         p_len = prompts.input_ids.shape[1]
         out = []
-        with context, self._scoring_target(reference) as (module, core):
+        with context, self.autocast(), self._scoring_target(reference) as (module, core):
             features = None
             if not (grad and self.vision_trains()):
                 with torch.no_grad():
@@ -653,6 +681,7 @@ def load_policy(cfg: ModelConfig, *, trainable: bool = True) -> Policy:
         is_peft = isinstance(model, PeftModel)
         if not is_peft:
             set_full_finetune_trainable(model, cfg.lora.train_vision)
+        upcast_trainable(model)  # float32 master weights; the forward autocasts (Policy.autocast)
         if cfg.gradient_checkpointing:
             inner = model.get_base_model() if is_peft else model
             inner.gradient_checkpointing_enable(

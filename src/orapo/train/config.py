@@ -138,7 +138,11 @@ class AlgorithmConfig:
 class TrainerConfig:
     steps: int = _help("Optimizer steps.", default=120)
     batch_size: int = _help("Images per step (each gets K rollouts).", default=16)
-    grad_accum: int = _help("Micro-batches per optimizer step.", default=1)
+    grad_accum: int = _help(
+        "Micro-batches per optimizer step: each process's images in exactly this many groups "
+        "(at least one image each); every loss stays the global batch's mean (docs/training.md).",
+        default=1,
+    )
     mu: int = _help(
         "Policy updates per batch of rollouts (GRPO's inner iterations; 1 = on-policy).",
         default=1,

@@ -8,8 +8,9 @@ skips to the NLL, :meth:`Trainer.sft_step`)::
     3. group advantages; failed rollouts (the DPO rejected)
     4. reference log-probs (no grad) of rollouts and ground-truth reports
     5. per micro-batch (:meth:`Trainer.loss`): policy log-probs of both (one forward)
-       -> (1 - w) * GRPO(rollouts) + w * DPO(ground truth vs failed rollouts) -> backward;
-       then clip -> optimizer and scheduler step
+       -> (1 - w) * GRPO(rollouts) + w * DPO(ground truth vs failed rollouts), each term
+       weighted by the micro-batch's share of the global batch (:func:`share_weights`)
+       -> backward; then clip -> optimizer and scheduler step
     6. metrics (docs/algorithms.md, metric glossary)
 
 With ``algorithm.dynamic_sampling`` (DAPO), groups whose K rewards are all equal are replaced by
@@ -18,12 +19,18 @@ groups of new images right after the ZRR is measured (:meth:`Trainer.dynamic_sam
 Runs under accelerate: the same code on CPU, one GPU, or several processes with
 ``accelerate launch`` (each process takes its slice of every step's images; rewards are gathered
 so the Zero-Reward Rate and its EMA are global and identical on every process).
+
+Micro-batches and processes: each loss is a mean over some units (GRPO: the reduction's tokens or
+sequences, :data:`REDUCTION_UNITS`; DPO: pairs; SFT: tokens). A micro-batch's mean is weighted
+by its share of the units of the global batch (all micro-batches of all processes), so
+``grad_accum`` micro-batches on P processes apply the update of one micro-batch holding the
+whole batch on one process (tests/test_accumulation.py). Accumulation goes through accelerate's
+``accumulate`` (no gradient sync before the last micro-batch; DeepSpeed steps only there).
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,10 +72,60 @@ class MicroBatch:
     t_rollouts: int
     ref: torch.Tensor | None = None
     old: torch.Tensor | None = None
+    #: weights of its GRPO and DPO means (:func:`share_weights`); 1.0 alone on one process
+    weights: tuple[float, float] = (1.0, 1.0)
 
     @property
     def inputs(self) -> tuple:
         return (self.prompts, self.ids, self.mask, self.index)
+
+
+#: What each GRPO loss reduction (``algorithm.loss_reduction``) is a mean over: its denominator.
+REDUCTION_UNITS: dict[str, str] = {
+    "grpo": "sequences",
+    "seq-mean-token-mean": "sequences",
+    "dr_grpo": "sequences",  # sum / (N * L_max): per sequence, L_max is a constant
+    "seq-sum-constant": "sequences",
+    "dapo": "tokens",
+    "token-mean": "tokens",
+    "bnpo": "tokens",
+}
+
+
+def share_weights(local: torch.Tensor, total: torch.Tensor, world: int) -> list[list[float]]:
+    """Weights that turn micro-batch means into the global batch's mean.
+
+    local ``(M, U)``: the units (e.g. GRPO tokens, DPO pairs) of this process's M micro-batches
+    for U losses; total ``(U,)``: the units of the global batch (all processes). Returns
+    ``w[m][u] = local[m, u] * world * M / total[u]`` (0 where total is 0): accelerate divides each
+    micro-batch's loss by M and data parallelism averages over ``world`` processes, so
+    ``sum_m w[m][u] * mean_m / (world * M)`` summed over processes is the global mean. One
+    micro-batch on one process: exactly 1.0.
+
+    >>> share_weights(torch.tensor([[3, 1], [1, 0]]), torch.tensor([8, 1]), world=2)
+    [[1.5, 4.0], [0.5, 0.0]]
+    """
+    m = local.shape[0]
+    return [
+        [
+            float(u) * world * m / float(t) if float(t) > 0 else 0.0
+            for u, t in zip(row, total, strict=True)
+        ]
+        for row in local.tolist()
+    ]
+
+
+def split_evenly(b: int, parts: int) -> list[list[int]]:
+    """``range(b)`` in exactly ``parts`` contiguous groups whose sizes differ by at most one.
+
+    >>> split_evenly(7, 3)
+    [[0, 1, 2], [3, 4], [5, 6]]
+    """
+    if b < parts:
+        raise ValueError(f"{b} images cannot fill trainer.grad_accum={parts} micro-batches")
+    sizes = [b // parts + (i < b % parts) for i in range(parts)]
+    starts = [sum(sizes[:i]) for i in range(parts)]
+    return [list(range(s, s + n)) for s, n in zip(starts, sizes, strict=True)]
 
 
 def _mean_metrics(acc: dict[str, float], new: dict[str, float], j: int) -> dict[str, float]:
@@ -128,6 +185,18 @@ class Draw:
     batch: Batch
     rollouts: Rollouts
     rewards: torch.Tensor  # (B*K,), NaN = failed
+
+
+class _Replay:
+    """Stands in for the policy in ``evaluate_policy``: hands back reports already generated (by
+    every process), in study order, so the main process scores them as one process would."""
+
+    def __init__(self, policy: Policy, reports: list[str]) -> None:
+        self.source, self.prompt = policy.source, policy.prompt
+        self._reports = iter(reports)
+
+    def generate_reports(self, images: list[Any], **_: Any) -> list[str]:
+        return [next(self._reports) for _ in images]
 
 
 class Trainer:
@@ -221,14 +290,16 @@ class Trainer:
                     mb.ref = policy.completion_logprobs(*mb.inputs, reference=True)
                 if cfg.trainer.mu > 1:
                     mb.old = policy.completion_logprobs(*mb.inputs)
+        self.weigh(micro, negatives)
 
         # 5. (1 - w) * GRPO + w * DPO, accumulated over micro-batches; mu updates per batch.
+        #    Metrics are means over every inner iteration and micro-batch.
         metrics: dict[str, float] = {}
-        for _ in range(cfg.trainer.mu):
+        for i in range(cfg.trainer.mu):
             for j, mb in enumerate(micro):
                 loss, loss_metrics = self.loss(mb, advantages, negatives, w)
-                self.backward(loss / len(micro), last=j == len(micro) - 1)
-                metrics = _mean_metrics(metrics, loss_metrics, j)
+                self.backward(loss, last=j == len(micro) - 1)
+                metrics = _mean_metrics(metrics, loss_metrics, i * len(micro) + j)
             self.optimizer_step()
 
         # 6. What the step did (docs/algorithms.md, metric glossary).
@@ -282,8 +353,34 @@ class Trainer:
                 beta=a.dpo_beta,
                 length_normalize=a.dpo_length_normalize,
             )
-        loss, m_mix = alg.orapo_loss(l_grpo, l_dpo, w)
+        loss, m_mix = alg.orapo_loss(l_grpo, l_dpo, w)  # metrics: this micro-batch's means
+        g, d = mb.weights
+        if (g, d) != (1.0, 1.0):  # its share of the global batch (one process, one part: 1)
+            loss, _ = alg.orapo_loss(l_grpo * g, None if l_dpo is None else l_dpo * d, w)
         return loss, {**m_grpo, **m_dpo, **m_mix}
+
+    def weigh(self, micro: list[MicroBatch], negatives: torch.Tensor) -> None:
+        """Set each micro-batch's GRPO and DPO weights from the units of the global batch
+        (every process calls this together)."""
+        per_tokens = REDUCTION_UNITS[self.cfg.algorithm.loss_reduction] == "tokens"
+        local = torch.tensor(
+            [
+                [
+                    int(mb.mask[: mb.n_rollouts, : mb.t_rollouts].sum())
+                    if per_tokens
+                    else mb.n_rollouts,
+                    int(negatives[mb.rollout_rows].sum()),
+                ]
+                for mb in micro
+            ],
+            dtype=torch.float64,
+            device=self.policy.device,
+        )  # (M, 2): GRPO units, DPO pairs
+        total = self.acc.gather(local.sum(0)[None]).sum(0)  # (2,)
+        for mb, (g, d) in zip(
+            micro, share_weights(local, total, self.acc.num_processes), strict=True
+        ):
+            mb.weights = (g, d)
 
     def score(self, rollouts: Rollouts, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Rewards of ``batch``'s rollouts: this process's ``(B*K,)`` and the global batch's,
@@ -365,21 +462,28 @@ class Trainer:
         ids, mask = self.policy.encode_completions(
             batch.references, max_tokens=self.cfg.sampling.max_new_tokens
         )
-        index = torch.arange(len(batch.studies), device=ids.device)
-        logps = self.policy.completion_logprobs(prompts, ids, mask, index)
-        # Token mean over the global batch, whatever the number of processes.
+        parts = self.micro_batches(len(batch.studies))
+        # Token mean over the global batch, whatever the processes and micro-batches.
         global_tokens = float(self.acc.gather(mask.sum().reshape(1)).sum())
-        loss, metrics = alg.sft_loss(logps, mask, global_tokens / self.acc.num_processes)
-        self.backward(loss, last=True)
+        normalizer = global_tokens / (self.acc.num_processes * len(parts))
+        metrics: dict[str, float] = {"loss/sft": 0.0, "sft/tokens": 0.0}
+        for j, images in enumerate(parts):
+            sub = prompts if len(parts) == 1 else prompts.select(images)
+            sel = torch.tensor(images, device=ids.device)
+            index = torch.arange(len(images), device=ids.device)
+            logps = self.policy.completion_logprobs(sub, ids[sel], mask[sel], index)
+            loss, m = alg.sft_loss(logps, mask[sel], normalizer)
+            self.backward(loss, last=j == len(parts) - 1)
+            metrics["loss/sft"] += m["loss/sft"] / len(parts)
+            metrics["sft/tokens"] += m["sft/tokens"]
         self.optimizer_step()
         metrics["time/step"] = time.perf_counter() - started
         return metrics
 
     def micro_batches(self, b: int) -> list[list[int]]:
-        """Split this process's B images into ``trainer.grad_accum`` contiguous groups."""
-        parts = self.cfg.trainer.grad_accum
-        size = -(-b // parts)
-        return [list(range(i, min(i + size, b))) for i in range(0, b, size)]
+        """This process's B images in ``trainer.grad_accum`` micro-batches (:func:`split_evenly`;
+        accelerate counts one backward per micro-batch)."""
+        return split_evenly(b, self.cfg.trainer.grad_accum)
 
     def micro_batch(
         self,
@@ -405,15 +509,22 @@ class Trainer:
         return MicroBatch(prompts.select(images), ids, mask, index, rows, len(rows), t)
 
     def backward(self, loss: torch.Tensor, *, last: bool) -> None:
-        """Backward of one micro-batch's loss; gradients are synchronised on the last one."""
+        """Backward of one micro-batch's loss (accelerate divides it by ``grad_accum``) inside
+        accelerate's ``accumulate``: gradients are synchronised, and DeepSpeed steps, only on the
+        last micro-batch of an optimizer step."""
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the loss is {float(loss.detach())} at step {self.step + 1}; nothing was "
                 f"applied. The last good checkpoint is in {self.run_dir / 'checkpoints'}. "
                 "Lower trainer.lr, check the rewards, or raise trainer.max_grad_norm clipping."
             )
-        context = nullcontext() if last else self.acc.no_sync(self.policy.forward_module)
-        with context:
+        with self.acc.accumulate(self.policy.forward_module):
+            if self.acc.sync_gradients != last:
+                raise RuntimeError(
+                    "accelerate's gradient accumulation is out of step with the micro-batches "
+                    f"(sync_gradients={self.acc.sync_gradients} on a {'last' if last else 'middle'}"
+                    " micro-batch)"
+                )
             self.acc.backward(loss)
 
     def optimizer_step(self) -> None:
@@ -421,7 +532,8 @@ class Trainer:
             norm = self.acc.clip_grad_norm_(
                 self.policy.trainable_parameters(), self.cfg.trainer.max_grad_norm
             )
-            self.grad_norm = float(norm)
+            if norm is not None:  # DeepSpeed clips itself and may not report a norm
+                self.grad_norm = float(norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -460,28 +572,77 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def validate(self, studies: list[Study], split: str) -> dict[str, Any]:
-        """Greedy reports on ``studies``, scored (main process; others wait)."""
+        """Greedy reports on ``studies``, scored; ``{}`` on all but the main process.
+
+        One process generates and scores them all. Several processes each generate the reports
+        of every ``world``-th study (:meth:`generate_share`); the main process gathers them in
+        study order and scores the whole set, as one process would (same metrics:
+        tests/test_validate_sharded.py).
+        """
         from rich.progress import Progress
 
         from orapo.model import evaluate_policy
 
         result: dict[str, Any] = {}
-        if self.acc.is_main_process:
-            with Progress(console=self.console, transient=True) as bar:
-                task = bar.add_task(f"evaluate ({split})", total=len(studies))
+        world, rank = self.acc.num_processes, self.acc.process_index
+        options = {
+            "batch_size": self.cfg.trainer.eval_batch_size,
+            "max_new_tokens": self.cfg.eval.max_new_tokens,
+            "skip_bad_images": self.cfg.data.skip_bad_images,
+            "split": split,
+        }
+        with Progress(console=self.console, transient=True, disable=rank != 0) as bar:
+            task = bar.add_task(f"evaluate ({split})", total=len(studies))
+            if world == 1:
                 result = evaluate_policy(
                     self.policy,
                     studies,
                     self.data.root,
-                    batch_size=self.cfg.trainer.eval_batch_size,
-                    max_new_tokens=self.cfg.eval.max_new_tokens,
-                    skip_bad_images=self.cfg.data.skip_bad_images,
                     progress=lambda n: bar.update(task, advance=n),
-                    split=split,
+                    **options,
                 )
+            else:
+                from accelerate.utils import gather_object
+
+                started = time.perf_counter()
+                mine = self.generate_share(studies, range(rank, len(studies), world), bar, task)
+                everyone = sorted(gather_object(mine))  # [(study index, report)] of all
+                if self.acc.is_main_process:
+                    replay = _Replay(self.policy, [report for _, report in everyone])
+                    result = evaluate_policy(replay, studies, self.data.root, **options)
+                    seconds = time.perf_counter() - started
+                    n = result["metrics"]["n"]
+                    result["metrics"]["timing"] = {
+                        "seconds": seconds,
+                        "seconds_per_report": seconds / n,
+                        "processes": world,
+                    }
+                    result["summary"]["eval/seconds_per_report"] = seconds / n
         self.acc.wait_for_everyone()
         self.policy.model.train()
         return result
+
+    def generate_share(
+        self, studies: list[Study], share: range, bar: Any, task: Any
+    ) -> list[tuple[int, str]]:
+        """Greedy reports of ``studies[i]`` for i in ``share``: ``[(i, report)]``, in order,
+        without the studies whose image is skipped (``data.skip_bad_images``)."""
+        from orapo.images import load_images
+
+        size = self.cfg.trainer.eval_batch_size
+        index = list(share)
+        out: list[tuple[int, str]] = []
+        for start in range(0, len(index), size):
+            chunk = index[start : start + size]
+            paths = [studies[i].image_paths(self.data.root)[0] for i in chunk]
+            loaded = load_images(paths, skip_bad=self.cfg.data.skip_bad_images)
+            if loaded.images:
+                reports = self.policy.generate_reports(
+                    loaded.images, max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=size
+                )
+                out += [(chunk[k], r) for k, r in zip(loaded.kept, reports, strict=True)]
+            bar.update(task, advance=len(chunk) * self.acc.num_processes)
+        return out
 
     # ------------------------------------------------------------------ the loop
     def budget_spent(self) -> bool:

@@ -109,6 +109,25 @@ def available_trackers(names: list[str], console) -> list[str]:
     return kept
 
 
+def unsupported_sharding(acc) -> str | None:
+    """Why ``acc``'s distributed setup cannot train a policy, or None.
+
+    Rollouts call ``generate`` and scoring calls ``get_image_features`` outside the prepared
+    module's forward, so every process needs whole parameters: DDP and DeepSpeed ZeRO-1/2 work;
+    FSDP and ZeRO-3 shard the parameters themselves (FSDP fails with "got mixed torch.Tensor
+    and DTensor").
+    """
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.FSDP:
+        return "FSDP shards the parameters"
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        stage = acc.state.deepspeed_plugin.zero_stage
+        if stage is not None and int(stage) >= 3:
+            return "DeepSpeed ZeRO-3 shards the parameters"
+    return None
+
+
 def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console: Console) -> Trainer:
     """Accelerator, policy, optimizer, scheduler, reward, ZRR controller -> Trainer."""
     import torch
@@ -126,11 +145,33 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console: Con
     if t.threads:
         torch.set_num_threads(t.threads)
     trackers = available_trackers(list(t.report_to), console)
-    acc = Accelerator(log_with=trackers or None, project_dir=str(run_dir))
+    # The scheduler steps once per optimizer step (accelerate would otherwise step it once per
+    # process); micro-batches accumulate through accelerate (Trainer.backward).
+    acc = Accelerator(
+        log_with=trackers or None,
+        project_dir=str(run_dir),
+        gradient_accumulation_steps=t.grad_accum,
+        step_scheduler_with_optimizer=False,
+    )
+    # accelerate's gradient state is shared by every Accelerator of a process and keeps the first
+    # one's setting: set ours (a DeepSpeed config is checked against it after prepare).
+    acc.gradient_accumulation_steps = t.grad_accum
+    sharded = unsupported_sharding(acc)
+    if sharded is not None:
+        raise ValueError(
+            f"{sharded}, but rollouts and scoring need whole parameters on every process: use "
+            "DDP (configs/accelerate/ddp.yaml) or DeepSpeed ZeRO-2 "
+            "(configs/accelerate/deepspeed_zero2.yaml)"
+        )
     if t.batch_size % acc.num_processes:
         raise ValueError(
             f"trainer.batch_size={t.batch_size} must be divisible by the "
             f"{acc.num_processes} processes"
+        )
+    if t.batch_size // acc.num_processes < t.grad_accum:
+        raise ValueError(
+            f"trainer.batch_size={t.batch_size} over {acc.num_processes} processes leaves fewer "
+            f"images per process than trainer.grad_accum={t.grad_accum} micro-batches"
         )
     set_seed(t.seed)
 
@@ -148,6 +189,12 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console: Con
         num_training_steps=t.steps * t.mu,
     )
     model, optimizer, scheduler = acc.prepare(policy.model, optimizer, scheduler)
+    if acc.gradient_accumulation_steps != t.grad_accum:  # a DeepSpeed config that sets its own
+        raise ValueError(
+            f"the accelerate config accumulates {acc.gradient_accumulation_steps} micro-batches "
+            f"but trainer.grad_accum={t.grad_accum}; drop gradient_accumulation_steps from the "
+            "DeepSpeed config (orapo sets it from trainer.grad_accum)"
+        )
     save_trainable_only(acc)
     policy.forward_module = model
     if acc.num_processes > 1:
