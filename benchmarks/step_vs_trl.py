@@ -16,6 +16,11 @@ rest fully fine-tuned, float32, CPU, one torch thread):
 * ``orapo-grpo``: ``Trainer.train_step`` with ``algorithm.mode=grpo`` (the same loss).
 * ``orapo``: ``Trainer.train_step`` with ``algorithm.mode=orapo``: adds the reference
   log-probs of the rollouts and ground-truth reports (no grad) and the DPO term.
+* ``orapo-trl``: ``orapo.integrations.trl.OraPOTrainer``: the ``trl`` side's settings plus
+  OraPO's defaults (w from the ZRR EMA, DPO beta 0.1, zero-reward negatives); its reference is
+  a frozen copy that TRL loads. Its ``train()`` runs in a second thread, taking strict turns
+  with the ``trl`` side's (one optimizer step each, never overlapping): ``ratio orapo-trl /
+  trl`` is the cost of the DPO term inside TRL.
 
 Each side uses its own instance of the FactS reward (rule labeler; gold ``labels`` and
 ``reference`` columns), samples at temperature 1 with no top-k / top-p, caps completions at
@@ -28,7 +33,8 @@ optimizer and scheduler step; not loading images from disk, not logging. orapo: 
 around ``Trainer.train_step``. TRL: ``trainer.train()`` runs ``1 + --steps`` steps and a
 callback times ``on_step_begin`` -> ``on_step_end`` (``training_step`` alone would leave out the
 clipping and optimizer step that transformers' loop runs after it). The same callback runs the
-two orapo steps after each TRL step, so the sides alternate (trl, orapo-grpo, orapo, trl, ...)
+two orapo steps after each TRL step, so the sides alternate (trl, orapo-grpo, orapo, orapo-trl,
+trl, ...)
 under the same machine load. Round 1 is a warm-up and is not counted. The ``rollout`` column
 is the generation part (prompt encoding + ``generate`` + decoding: orapo's ``time/rollout``
 metric, and TRL's ``_generate`` timed by wrapping it on the instance); ``update`` is the rest.
@@ -42,6 +48,7 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +56,7 @@ from typing import Any
 
 import torch
 
-SIDES = ("trl", "orapo-grpo", "orapo")
+SIDES = ("trl", "orapo-grpo", "orapo", "orapo-trl")
 ORAPO_MODES = {"orapo-grpo": "grpo", "orapo": "orapo"}
 
 
@@ -215,14 +222,20 @@ def check_same_prompt(policy, dataset) -> None:
         raise RuntimeError(f"TRL renders another prompt:\n{text!r}\norapo:\n{policy.prompt_text!r}")
 
 
-def grpo_trainer(model, processor, dataset, reward, callback, **settings):
+def grpo_trainer(model, processor, dataset, reward, callback, *, orapo=False, **settings):
     """TRL's GRPOTrainer with the settings the benchmarks share (plain GRPO: ``beta=0``,
     ``loss_type="dapo"``, temperature 1 without top-k / top-p, a constant schedule, clipping at
     1.0, no shuffling, logging or saving), overridden and completed by ``settings`` (at least
     ``output_dir``, ``per_device_train_batch_size``, ``num_generations``,
-    ``max_completion_length``, ``learning_rate``, ``max_steps``)."""
+    ``max_completion_length``, ``learning_rate``, ``max_steps``). ``orapo=True``: orapo's
+    ``OraPOTrainer`` and ``OraPOConfig`` instead (the same plus the DPO term)."""
     from transformers import PrinterCallback
-    from trl import GRPOConfig, GRPOTrainer
+
+    if orapo:
+        from orapo.integrations.trl import OraPOConfig as GRPOConfig
+        from orapo.integrations.trl import OraPOTrainer as GRPOTrainer
+    else:
+        from trl import GRPOConfig, GRPOTrainer
 
     shared = {
         "fp16": False,
@@ -258,9 +271,10 @@ def grpo_trainer(model, processor, dataset, reward, callback, **settings):
     return trainer
 
 
-def trl_trainer(args, model_dir: Path, dataset, reward, out_dir: Path, callback):
-    """TRL's GRPOTrainer on a fresh copy of the demo model, with orapo's processor and the
-    same trainable parameters (orapo's loader freezes the vision tower)."""
+def trl_trainer(args, model_dir: Path, dataset, reward, out_dir: Path, callback, orapo=False):
+    """TRL's GRPOTrainer (``orapo``: OraPOTrainer) on a fresh copy of the demo model, with
+    orapo's processor and the same trainable parameters (orapo's loader freezes the vision
+    tower)."""
     from orapo.model.config import ModelConfig
     from orapo.model.policy import load_policy
 
@@ -271,6 +285,7 @@ def trl_trainer(args, model_dir: Path, dataset, reward, out_dir: Path, callback)
         dataset,
         reward,
         callback,
+        orapo=orapo,
         output_dir=str(out_dir),
         use_cpu=True,
         bf16=False,
@@ -290,8 +305,32 @@ def trl_trainer(args, model_dir: Path, dataset, reward, out_dir: Path, callback)
     return trainer
 
 
-def make_step_timer(between: Callable[[int], None]):
-    """A TrainerCallback timing each TRL optimizer step, then calling ``between(step)``."""
+class Turns:
+    """Two training threads taking strict turns, one optimizer step each (``sides[0]`` first):
+    two Hugging Face trainers cannot alternate steps in one thread, and must not overlap."""
+
+    def __init__(self, sides: tuple[str, str]) -> None:
+        self.sides, self.current, self.done = sides, sides[0], set()
+        self.cv = threading.Condition()
+
+    def _other(self, side: str) -> str:
+        return self.sides[1] if side == self.sides[0] else self.sides[0]
+
+    def wait(self, side: str) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.current == side or self._other(side) in self.done)
+
+    def hand_over(self, side: str, finished: bool = False) -> None:
+        with self.cv:
+            if finished:
+                self.done.add(side)
+            self.current = self._other(side)
+            self.cv.notify_all()
+
+
+def make_step_timer(between: Callable[[int], None], turns: Turns | None = None, side: str = ""):
+    """A TrainerCallback timing each TRL optimizer step, then calling ``between(step)``; with
+    ``turns``, each step waits for ``side``'s turn and hands over after it."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -300,13 +339,40 @@ def make_step_timer(between: Callable[[int], None]):
             self._start = 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
+            if turns is not None:
+                turns.wait(side)
             self._start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.seconds.append(time.perf_counter() - self._start)
             between(state.global_step)
+            if turns is not None:
+                turns.hand_over(side)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if turns is not None:
+                turns.hand_over(side, finished=True)
 
     return StepTimer()
+
+
+def train_in_turns(trainers: list) -> None:
+    """``trainer.train()`` of each in its own thread (their callbacks take turns); re-raises."""
+    errors: list[BaseException] = []
+
+    def train(trainer) -> None:
+        try:
+            trainer.train()
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=train, args=(t,)) for t in trainers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def trainable(params) -> int:
@@ -341,13 +407,14 @@ def run(args, console) -> dict[str, Any]:
                 lengths[side].append(metrics["rollout/mean_length"])
             console.print(
                 f"round {step}/{rounds}{' (warm-up)' if step == 1 else ''}: "
-                + ", ".join(f"{side} {step_s[side][-1]:.2f} s" for side in SIDES)
+                + ", ".join(f"{side} {step_s[side][-1]:.2f} s" for side in SIDES[:3])
             )
 
         from orapo.rewards import make_reward
 
         reward = RecordingReward(make_reward("facts"))
-        timer = make_step_timer(orapo_steps)
+        turns = Turns(("trl", "orapo-trl"))
+        timer = make_step_timer(orapo_steps, turns, "trl")
         trl = trl_trainer(args, model_dir, dataset, reward, tmp / "trl", timer)
         trl._generate = timed(trl._generate, rollout_s["trl"])
         counts = {
@@ -357,20 +424,42 @@ def run(args, console) -> dict[str, Any]:
         if len(set(counts.values())) != 1:
             raise RuntimeError(f"the sides train different parameter counts: {counts}")
         step_s["trl"] = timer.seconds  # filled by the callback during train()
-        trl.train()
+
+        workload: dict[str, list[float]] = {"zrr/raw": [], "mix/w": [], "dpo/pairs_per_batch": []}
+
+        def orapo_trl_done(step: int) -> None:
+            for key, values in workload.items():  # what the DPO term had to do at this step
+                values.append(orapo_trl._metrics["train"][key][-1])
+            console.print(f"orapo-trl {step}/{rounds}: {step_s['orapo-trl'][-1]:.2f} s")
+
+        orapo_reward = RecordingReward(make_reward("facts"))
+        orapo_timer = make_step_timer(orapo_trl_done, turns, "orapo-trl")
+        step_s["orapo-trl"] = orapo_timer.seconds
+        orapo_trl = trl_trainer(
+            args, model_dir, dataset, orapo_reward, tmp / "orapo-trl", orapo_timer, orapo=True
+        )
+        orapo_trl._generate = timed(orapo_trl._generate, rollout_s["orapo-trl"])
+        train_in_turns([trl, orapo_trl])  # trl, orapo-grpo, orapo, orapo-trl, trl, ...
+        workload = {key: values[1:] for key, values in workload.items()}
 
     lengths["trl"] = [statistics.fmean(c["lengths"]) for c in reward.calls]
-    calls = {"trl": reward.calls, **{s: t.reward_fn.calls for s, t in orapo.items()}}
+    lengths["orapo-trl"] = [statistics.fmean(c["lengths"]) for c in orapo_reward.calls]
+    calls = {
+        "trl": reward.calls,
+        "orapo-trl": orapo_reward.calls,
+        **{s: t.reward_fn.calls for s, t in orapo.items()},
+    }
     same = all(
         len(calls[side]) == rounds
         and all(
             sorted(a["references"]) == sorted(b["references"])
             for a, b in zip(calls["trl"], calls[side], strict=True)
         )
-        for side in ORAPO_MODES
+        for side in (*ORAPO_MODES, "orapo-trl")
     )
     failures = {
         "trl": sum(reward.failures.values()),
+        "orapo-trl": sum(orapo_reward.failures.values()),
         **{s: sum(t.reward_fn.failures.values()) for s, t in orapo.items()},
     }
     return {
@@ -380,6 +469,7 @@ def run(args, console) -> dict[str, Any]:
         "same_studies": same,
         "reward_failures": failures,
         "trainable": counts["trl"],
+        "orapo_trl_workload": workload,
     }
 
 
@@ -414,8 +504,17 @@ def report(args, result: dict[str, Any], load: tuple[float, float]) -> None:
             f"{side:<11} {medians[side]:>7.3f} {statistics.median(rollouts):>8.3f} "
             f"{update:>7.3f} {mean_len:>9.1f}  " + ", ".join(f"{t:.2f}" for t in steps)
         )
-    for side in ORAPO_MODES:
+    for side in (*ORAPO_MODES, "orapo-trl"):
         print(f"ratio {side} / trl: {medians[side] / medians['trl']:.2f}")
+    work = result["orapo_trl_workload"]
+    print(
+        "orapo-trl workload (timed steps): ZRR "
+        + ", ".join(f"{x:.2f}" for x in work["zrr/raw"])
+        + "; w "
+        + ", ".join(f"{x:.3f}" for x in work["mix/w"])
+        + "; DPO pairs per step "
+        + ", ".join(f"{x:.0f}" for x in work["dpo/pairs_per_batch"])
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,6 +139,19 @@ def test_build_base_command_on_a_tiny_budget(tmp_path, monkeypatch):
     assert build.ensure_base_model(cached, console=_Quiet()) == folder
 
 
+@pytest.mark.slow
+def test_the_build_is_seeded(tmp_path):
+    """The same settings give the same weights (how the shipped base is reproduced)."""
+    settings = BaseModelSettings(preset="tiny", steps=3, batch_size=4, n_captions=20, pool_size=30)
+    from rich.console import Console
+
+    quiet = Console(quiet=True)
+    a = build.build_base_model(settings, tmp_path / "a", quiet)
+    b = build.build_base_model(settings, tmp_path / "b", quiet)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+
+
 def test_bad_override_fails_before_any_work(tmp_path):
     from orapo.cli import app
 

@@ -123,6 +123,8 @@ def test_faulty_server_finishes_in_bounded_time_with_fallbacks(tmp_path):
                 "0.6",
                 "--concurrency",
                 "3",
+                "--max-fallback-rate",
+                "1",
             ]
         )
         elapsed = time.monotonic() - start

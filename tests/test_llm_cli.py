@@ -41,9 +41,13 @@ def test_check_shows_facts_labels_and_usage(tmp_path):
         assert "response_format json_schema" in result.output and "requests 1" in result.output
         server.push_faults("404")
         failed = runner.invoke(
-            app(), ["llm", "check", "--model", "nope", "--base-url", server.base_url]
+            app(), ["llm", "check", "--model", "fake-facts", "--base-url", server.base_url]
         )
         assert failed.exit_code == 1 and "HTTP 404" in failed.output
+        unknown = runner.invoke(
+            app(), ["llm", "check", "--model", "nope", "--base-url", server.base_url]
+        )
+        assert unknown.exit_code == 1 and "'nope' is not served" in unknown.output
 
 
 def test_cache_info(tmp_path):

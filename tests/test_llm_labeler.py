@@ -286,13 +286,14 @@ def test_auto_response_format_steps_down_once():
     with FakeChatServer(reject_json_schema=True) as server:
         with LLMLabeler("fake-facts", server.base_url, **FAST) as labeler:
             assert labeler.label(REPORT) == expected(REPORT)[0]
-            assert labeler.format_in_use == "json_object"
+            assert labeler.format_in_use == "json_object_schema"
             labeler.label("No effusion.")
-            kinds = [
-                (r.body.get("response_format") or {}).get("type") for r in server.chat_requests()
-            ]
+            formats = [r.body.get("response_format") or {} for r in server.chat_requests()]
+            kinds = [f.get("type") for f in formats]
             assert kinds == ["json_schema", "json_object", "json_object"]
+            assert all(f["schema"] == labeler.prompt.schema for f in formats[1:])
             assert not labeler.summary().retries
+            assert labeler.summary().formats == {"json_object_schema": 2}
         with LLMLabeler(
             "fake-facts", server.base_url, response_format="json_schema", **FAST
         ) as strict:

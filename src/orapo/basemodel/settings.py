@@ -32,7 +32,7 @@ class BaseModelSettings:
     cache_dir: str = _help("Where a base model built here is cached.", default="data/base-model")
     preset: str = _help("Demo architecture preset (orapo.model.demo).", default="demo")
     steps: int = _help(
-        "Pre-training steps (each a batch of captions or of chest questions).", default=6000
+        "Pre-training steps (each a batch of captions or of chest questions).", default=5000
     )
     batch_size: int = _help("Pre-training batch size.", default=32)
     lr: float = _help("Pre-training peak learning rate (warmup, then cosine).", default=2e-3)
@@ -57,8 +57,10 @@ class BaseModelSettings:
     )
     list_share: float = _help(
         "Share of chest questions that ask for the list of abnormalities (the rest ask about "
-        "one observation).",
-        default=0.15,
+        "one observation). 0 by default: a base that lists findings already writes "
+        "report-like text under the report prompt (measured: base F1 0.25, over the 0.2 the "
+        "demo allows; docs/demo.md).",
+        default=0.0,
     )
     seed: int = _help("Seed for the initialisation, captions and batch order.", default=0)
 

@@ -62,12 +62,16 @@ def llm_options(
     no_fallback: bool = False,
     price_in: float | None = None,
     price_out: float | None = None,
+    response_format: str | None = None,
+    max_fallback_rate: float | None = None,
 ) -> dict[str, Any]:
     """The ``LLMLabeler`` keyword options the CLI flags ask for (unset flags keep its defaults).
 
     For an extractor outside :data:`LLM_EXTRACTORS` any LLM flag is an error
     (``typer.BadParameter`` naming the flags); for an LLM extractor the cache defaults to
-    :func:`default_llm_cache` unless ``no_cache``.
+    :func:`default_llm_cache` unless ``no_cache``. ``max_fallback_rate`` is the command's
+    own rule over the whole run (:func:`fallback_failure`), so the labeler's per-batch check
+    is turned off (``max_fallback_rate=None`` in the options).
     """
     given = {
         "--base-url": base_url,
@@ -81,6 +85,8 @@ def llm_options(
         "--no-fallback": True if no_fallback else None,
         "--price-in": price_in,
         "--price-out": price_out,
+        "--response-format": response_format,
+        "--max-fallback-rate": max_fallback_rate,
     }
     named = [flag for flag, value in given.items() if value is not None]
     if extractor not in LLM_EXTRACTORS:
@@ -101,6 +107,7 @@ def llm_options(
         "--deadline": "deadline",
         "--price-in": "price_per_1k_input",
         "--price-out": "price_per_1k_output",
+        "--response-format": "response_format",
     }
     options: dict[str, Any] = {
         key: given[flag] for flag, key in keys.items() if given[flag] is not None
@@ -111,7 +118,33 @@ def llm_options(
         )
     options["cache_path"] = None if no_cache else (cache or default_llm_cache())
     options["fallback"] = not no_fallback
+    options["max_fallback_rate"] = None
     return options
+
+
+#: ``--max-fallback-rate`` when not given: no report may fall back (a run that used the rule
+#: labeler instead of the model fails loudly rather than passing for a model's labels).
+DEFAULT_MAX_FALLBACK_RATE = 0.0
+
+
+def fallback_failure(labeler: Any, limit: float) -> str | None:
+    """The one-line reason why the run fails the loud-failure rule (more than ``limit`` of the
+    reports asked of the model fell back to the rule labeler), or None when it passes."""
+    summary = getattr(labeler, "summary", None)
+    if summary is None:
+        return None
+    from orapo.llm.labeler import fallback_message
+
+    stats = summary()
+    fell, asked = sum(stats.fallbacks.values()), stats.cache_misses
+    if not asked or fell / asked <= limit:
+        return None
+    return (
+        fallback_message(
+            fell, asked, stats.fallbacks, limit, labeler.model, labeler.client.base_url
+        )
+        + "; see the summary above, or accept it with --max-fallback-rate"
+    )
 
 
 class BadRecord(ValueError):
@@ -388,6 +421,24 @@ def label(
         f"(default: {_llm_default('price_per_1k_output'):g}).",
         show_default=False,
     ),
+    response_format: str | None = typer.Option(
+        None,
+        "--response-format",
+        help="LLM: how the answer's JSON shape is asked for: auto (try json_schema, then step "
+        "down on a refusal: json_object_schema, guided_json, json_object, none), or one of "
+        f"those (default: {_llm_default('response_format')}).",
+        show_default=False,
+    ),
+    max_fallback_rate: float | None = typer.Option(
+        None,
+        "--max-fallback-rate",
+        min=0.0,
+        max=1.0,
+        help="LLM: the share of the reports asked of the model that may fall back to the rule "
+        "labeler; more, and the command fails (exit 1, nothing written) "
+        f"(default: {DEFAULT_MAX_FALLBACK_RATE:g}: none may).",
+        show_default=False,
+    ),
 ) -> None:
     """Label reports with the 14 CheXpert observations (1 / 0 / -1 / null).
 
@@ -423,7 +474,10 @@ def label(
         no_fallback=no_fallback,
         price_in=price_in,
         price_out=price_out,
+        response_format=response_format,
+        max_fallback_rate=max_fallback_rate,
     )
+    limit = DEFAULT_MAX_FALLBACK_RATE if max_fallback_rate is None else max_fallback_rate
     records: list[Record] = []
     skipped: Counter = Counter()
     if input is not None:  # read (and reject bad input) before any server is asked
@@ -434,6 +488,7 @@ def label(
     try:
         if text is not None:
             _label_one(labeler, text, extractor)
+            _fail_on_fallbacks(labeler, limit)
             return
         lines = _label_records(labeler, records, show_progress=output is not None)
     except typer.Exit:
@@ -450,6 +505,9 @@ def label(
         close = getattr(labeler, "close", None)
         if close is not None:
             close()
+    if fallback_failure(labeler, limit) is not None:
+        _llm_summary(labeler)
+        _fail_on_fallbacks(labeler, limit)
     out_text = "".join(lines)
     if output is not None:
         atomic_write_text(output, out_text)
@@ -516,6 +574,14 @@ def _label_one(labeler: Any, text: str, extractor: str) -> None:
         evidence = _rule_evidence(classified)
     _print_table(labels, evidence, extractor)
     _llm_summary(labeler)
+
+
+def _fail_on_fallbacks(labeler: Any, limit: float) -> None:
+    """Exit 1 with the one-line reason when the run broke the loud-failure rule."""
+    reason = fallback_failure(labeler, limit)
+    if reason is not None:
+        typer.echo(f"error: {reason}", err=True)
+        raise typer.Exit(1)
 
 
 def _llm_summary(labeler: Any) -> None:

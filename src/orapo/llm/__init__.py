@@ -28,6 +28,7 @@ from orapo.llm.client import (
     CircuitBreaker,
     LLMConfigError,
     LLMError,
+    LLMFallbackError,
     RetryPolicy,
     call_with_retries,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Extraction",
     "LLMConfigError",
     "LLMError",
+    "LLMFallbackError",
     "LLMLabeler",
     "LLMStats",
     "ParseError",

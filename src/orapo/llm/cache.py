@@ -4,9 +4,12 @@ Rollouts repeat a lot (K samples of one image often write the same report, and e
 the references), so every answer is kept and an identical report is never asked twice, across
 runs and processes.
 
-* **Key**: SHA-256 of ``[model, prompt id, normalised text]`` (:func:`cache_key`). The prompt
-  id is the prompt's version plus a digest of its file, so editing a prompt never reuses an
-  old answer. Nothing else enters the key: no API key, no base URL (two servers that serve the
+* **Key**: SHA-256 of ``[model, prompt id, response format, normalised text]``
+  (:func:`cache_key`). The prompt id is the prompt's version plus a digest of its file, so
+  editing a prompt never reuses an old answer; the response format is the one the answer was
+  got with (``json_schema``, ``json_object_schema``, ...), so a run configured for one format
+  never gets answers got with another (``auto`` accepts any of them). Nothing else enters
+  the key: no API key, no base URL (two servers that serve the
   same model name share answers; use another ``cache_path`` when they should not).
 * **Value**: the parsed (repaired) JSON answer, not the labels, so a change of the mapping
   rules (``aliases.yaml``) applies to cached answers too; plus the tokens it cost (for the
@@ -58,9 +61,15 @@ def normalize_report(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def cache_key(model: str, prompt_id: str, normalised_text: str) -> str:
-    """Hex SHA-256 of the JSON list ``[model, prompt_id, normalised_text]``."""
-    payload = json.dumps([model, prompt_id, normalised_text], ensure_ascii=False)
+def cache_key(
+    model: str, prompt_id: str, normalised_text: str, response_format: str | None = None
+) -> str:
+    """Hex SHA-256 of the JSON list ``[model, prompt_id, response_format, normalised_text]``
+    (``[model, prompt_id, normalised_text]`` when ``response_format`` is None)."""
+    parts = [model, prompt_id, normalised_text]
+    if response_format is not None:
+        parts.insert(2, response_format)
+    payload = json.dumps(parts, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

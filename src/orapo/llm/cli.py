@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         response_format: str = typer.Option(
             default_option("response_format"),
             "--response-format",
-            help="auto, json_schema, json_object or none (auto steps down when refused).",
+            help="auto, json_schema, json_object_schema, guided_json, json_object or none "
+            "(auto steps down when the server refuses one).",
         ),
         report: str = typer.Option(SAMPLE, "--report", help="Report text to label."),
         timeout: float = typer.Option(
@@ -124,13 +125,21 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", help="Port on 127.0.0.1 (0: any free port)."),
         latency: float = typer.Option(0.0, "--latency", help="Seconds each request waits."),
         model: str = typer.Option("fake-facts", "--model", help="Model name it reports."),
+        llama_cpp: bool = typer.Option(
+            False,
+            "--llama-cpp",
+            help="Answer as llama-cpp-python's server does: one request at a time, "
+            "json_schema refused with a 500, json_object with a schema honoured.",
+        ),
     ) -> None:
         """Serve the rule-based fake model on 127.0.0.1 (for demos and CI; not a labeler)."""
         import threading
 
         from orapo.llm.fake_server import FakeChatServer
 
-        server = FakeChatServer(latency=latency, model=model, port=port).start()
+        server = FakeChatServer(
+            latency=latency, model=model, port=port, llama_cpp=llama_cpp
+        ).start()
         typer.echo(f"serving the fake model {model!r} on {server.base_url} (Ctrl-C stops)")
         try:
             threading.Event().wait()

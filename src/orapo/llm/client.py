@@ -94,6 +94,15 @@ class LLMConfigError(LLMError):
     """Wrong URL, model or key (HTTP 401/403/404) or bad options: never retried or replaced."""
 
 
+class LLMFallbackError(LLMError):
+    """More reports fell back to the rule labeler than ``max_fallback_rate`` allows and
+    ``on_fallback="stop"`` (reason ``fallback_rate``). The FactS reward lets it through, so
+    it stops training."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("fallback_rate", message)
+
+
 @dataclass(frozen=True)
 class ChatReply:
     """The parts of a chat completion the labeler uses."""
@@ -223,6 +232,23 @@ class ChatClient:
                 f"in /v1) and the model name {body.get('model')!r}.",
             )
         raise AttemptError("client_error", f"HTTP {status}: {detail}", status=status)
+
+    def list_models(self, timeout: float = 10.0) -> list[str] | None:
+        """The model ids ``GET {base_url}/models`` lists; None when the server does not answer
+        that with a readable list (not every server has the route)."""
+        try:
+            response = self._client.get(
+                f"{self.base_url}/models", headers=self._headers(), timeout=timeout
+            )
+            if response.status_code != 200:
+                return None
+            data = response.json().get("data")
+        except Exception:  # noqa: BLE001 - any failure means "cannot tell"
+            return None
+        if not isinstance(data, list):
+            return None
+        ids = [m.get("id") for m in data if isinstance(m, dict)]
+        return [i for i in ids if isinstance(i, str)] or None
 
     def close(self) -> None:
         if not self._closed.is_set():
@@ -416,3 +442,69 @@ class CircuitBreaker:
                 self._failures += 1
                 if self.threshold and self._failures >= self.threshold:
                     self._open_until = self._clock() + self.cooldown
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight, adapted to what the server answers.
+
+    Some servers answer one request at a time (llama.cpp's with one slot): the others queue,
+    the last of ``n`` waits ``n`` answers, and a request whose client timed out is still
+    worked through, lengthening the queue. So the latency is measured first: the limit starts
+    at 1 and grows by one per quick answer (under a quarter of the request timeout), doubling
+    each round, up to ``maximum`` (the labeler's ``concurrency``), until the first sign of
+    queueing. From then on: an answer that took more than half the timeout lowers the limit by
+    one, a timeout halves it, and ``limit`` quick answers in a row raise it by one. Never below
+    1. A timeout before any answer at all (a server that hangs or is down, not a queue) sets
+    the limit to ``maximum``, so a dead server fails the batch in about one deadline, not one
+    per report. Errors (5xx, refused connections) do not move it. With ``adaptive=False`` the
+    limit stays at ``maximum``. ``highest`` is the highest limit reached.
+    """
+
+    def __init__(self, maximum: int, adaptive: bool = True) -> None:
+        if maximum < 1:
+            raise ValueError(f"concurrency must be >= 1, got {maximum}")
+        self.maximum = maximum
+        self.adaptive = adaptive
+        self._limit = 1 if adaptive else maximum
+        self.highest = self._limit
+        self._growing = adaptive  # slow start: +1 per quick answer
+        self._answered = False
+        self._in_flight = 0
+        self._quick = 0
+        self._cond = threading.Condition()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Wait for a free slot (at most ``timeout`` seconds); False when none came."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._in_flight < self._limit, timeout)
+            if ok:
+                self._in_flight += 1
+            return ok
+
+    def release(self, seconds: float, timeout: float, outcome: str = "answer") -> None:
+        """Free a slot. ``outcome``: ``"answer"`` (the server answered, in ``seconds``, under a
+        request timeout of ``timeout``), ``"timeout"`` or ``"error"`` (no change)."""
+        with self._cond:
+            self._in_flight -= 1
+            if self.adaptive and outcome == "timeout":
+                self._growing = False
+                self._set(self._limit // 2 if self._answered else self.maximum)
+            elif self.adaptive and outcome == "answer":
+                self._answered = True
+                if seconds > timeout / 2:
+                    self._growing = False
+                    self._set(self._limit - 1)
+                elif seconds < timeout / 4:
+                    self._quick += 1
+                    if self._growing or self._quick >= self._limit:
+                        self._set(self._limit + 1)
+            self._cond.notify_all()
+
+    def _set(self, value: int) -> None:
+        self._limit = max(1, min(self.maximum, value))
+        self.highest = max(self.highest, self._limit)
+        self._quick = 0

@@ -33,6 +33,14 @@ fault               the server ...
 ``bad_state``       answers facts whose state is ``"maybe"``
 ==================  ========================================================================
 
+``llama_cpp=True`` answers as llama-cpp-python's server (``python -m llama_cpp.server``)
+does: one request at a time (the others wait their turn, and a request whose client gave up
+is still worked through), ``response_format`` of type ``json_schema`` refused with HTTP 500
+("Input should be 'text' or 'json_object'"), ``{"type": "json_object", "schema": ...}``
+honoured, any model name accepted; without a schema the fake model, like a small real one,
+leaves out the ``state`` key. ``fail_all="500"`` (any fault name) applies that fault to every
+chat request: a server that cannot answer.
+
 ``server.requests`` logs every request (time, path, parsed body, fault); ``max_in_flight`` is
 the most requests it handled at once.
 """
@@ -163,6 +171,8 @@ class FakeChatServer:
             (a server without structured outputs).
         api_key: when set, requests without ``Authorization: Bearer <api_key>`` get 401.
         model: the model name ``/v1/models`` lists.
+        llama_cpp: answer as llama-cpp-python's server does (module docstring).
+        fail_all: a fault (:data:`FAULTS`) for every chat request.
     """
 
     def __init__(
@@ -177,7 +187,11 @@ class FakeChatServer:
         model: str = "fake-facts",
         host: str = "127.0.0.1",
         port: int = 0,
+        llama_cpp: bool = False,
+        fail_all: str | None = None,
     ) -> None:
+        if fail_all is not None and fail_all not in FAULTS:
+            raise ValueError(f"unknown fault {fail_all!r}; valid: {', '.join(FAULTS)}")
         self.latency = latency
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
@@ -185,6 +199,9 @@ class FakeChatServer:
         self.reject_json_schema = reject_json_schema
         self.api_key = api_key
         self.model = model
+        self.llama_cpp = llama_cpp
+        self.fail_all = fail_all
+        self._serial = threading.Lock()  # llama_cpp: one request at a time
         self.requests: list[RequestRecord] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -249,6 +266,8 @@ class FakeChatServer:
 
     def _pick_fault(self, report: str) -> str | None:
         with self._lock:
+            if self.fail_all is not None:
+                return self.fail_all
             if self._faults:
                 return self._faults.popleft()
             marker = _MARKER.search(report)
@@ -339,7 +358,11 @@ def _handler(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
                 )
             server._enter()
             try:
-                self._chat(body, report, fault, authorized)
+                if server.llama_cpp:
+                    with server._serial:
+                        self._chat(body, report, fault, authorized)
+                else:
+                    self._chat(body, report, fault, authorized)
             finally:
                 server._leave()
 
@@ -353,10 +376,20 @@ def _handler(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                 return self._error(400, "the body needs 'model' and 'messages'")
             fmt = body.get("response_format") or {}
+            if not isinstance(fmt, dict):
+                fmt = {}
             if server.reject_json_schema and fmt.get("type") == "json_schema":
                 return self._error(
                     400, "response_format of type 'json_schema' is not supported by this server"
                 )
+            if server.llama_cpp and fmt.get("type") not in (None, "text", "json_object"):
+                return self._error(  # llama-cpp-python: its pydantic model, then a 500
+                    500,
+                    "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n"
+                    "  Input should be 'text' or 'json_object' [type=literal_error, "
+                    f"input_value={fmt.get('type')!r}, input_type=str]",
+                )
+            drop_state = server.llama_cpp and not fmt.get("schema")
             if server.latency:
                 server._sleep(server.latency)
             retry = {"Retry-After": f"{server.retry_after:g}"}
@@ -380,6 +413,8 @@ def _handler(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
             elif fault == "bad_body":
                 return self._send(200, None, raw=b"<html>502 Bad Gateway</html>")
             facts = fake_facts(report)
+            if drop_state:  # a small model without a schema to follow
+                facts = [{k: v for k, v in f.items() if k != "state"} for f in facts]
             content, finish = _answer(facts, fault)
             prompt_tokens = sum(
                 len(str(m.get("content", "")).split())

@@ -28,6 +28,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,12 +38,14 @@ from typing import Any
 from orapo.labeler import get_labeler
 from orapo.llm.cache import AnswerCache, cache_key, normalize_report
 from orapo.llm.client import (
+    AdaptiveLimit,
     AttemptError,
     ChatClient,
     ChatReply,
     CircuitBreaker,
     LLMConfigError,
     LLMError,
+    LLMFallbackError,
     RetryPolicy,
     call_with_retries,
 )
@@ -54,9 +57,20 @@ from orapo.observations import NO_FINDING, UNCERTAIN, LabelDict, empty_labels
 
 logger = logging.getLogger("orapo.llm")
 
-#: Words in a 400 answer that say the server does not take our ``response_format``.
-_FORMAT_WORDS = ("response_format", "json_schema", "structured", "guided", "schema")
-_NEXT_FORMAT = {"json_schema": "json_object", "json_object": "none"}
+#: Words in an error answer (any 4xx or 5xx: llama-cpp-python refuses ``json_schema`` with a
+#: 500) that say the server does not take the format we asked for.
+_FORMAT_WORDS = (
+    "response_format",
+    "json_schema",
+    "json_object",
+    "structured",
+    "guided",
+    "schema",
+    "'text'",
+)
+#: ``auto`` steps down this ladder, one rung per refusal that names the format.
+_NEXT_FORMAT = dict(zip(RESPONSE_FORMATS, RESPONSE_FORMATS[1:], strict=False))
+FALLBACK_ACTIONS: tuple[str, ...] = ("warn", "stop")
 
 
 @dataclass(frozen=True)
@@ -112,15 +126,27 @@ class LLMLabeler:
         price_per_1k_input, price_per_1k_output: prices per 1,000 prompt / completion tokens,
             for the cost in :meth:`summary` (any currency; 0: not counted).
         prompt: prompt name (a file in ``orapo/llm/prompts/``) or path of a prompt file.
-        response_format: ``"auto"`` (JSON schema; on a 400 that names the format, step down
-            to ``json_object``, then to none, and remember), ``"json_schema"``,
-            ``"json_object"`` or ``"none"``.
+        response_format: ``"auto"`` (start with ``json_schema``; on an error answer that
+            names the format, a 400 or a 500 alike, step down to ``json_object_schema``,
+            ``guided_json``, ``json_object``, ``none`` in turn, and remember) or one of
+            :data:`~orapo.llm.prompt.RESPONSE_FORMATS`. Answers are cached per format.
         max_tokens: the answer's token limit (a cut answer is repaired, see ``parse.py``).
         seed: sent as ``seed`` when not None (servers that honour it answer reproducibly).
         extra_body: more request fields, e.g. ``{"top_p": 1}`` or server-specific options.
         breaker_threshold, breaker_cooldown: circuit breaker (:class:`CircuitBreaker`).
         trust_env: let httpx read proxy settings from the environment.
         progress: show a progress bar when a batch has many misses.
+        adaptive_concurrency: adapt the requests in flight to the server
+            (:class:`~orapo.llm.client.AdaptiveLimit`: halve on a timeout, lower when answers
+            queue, up again to ``concurrency``); a retry after a timeout gets twice the
+            timeout (within the deadline). False: always ``concurrency``.
+        check_model: at the first request, ask ``GET {base_url}/models`` and raise
+            :class:`LLMConfigError` when the server lists models and ``model`` is not one of
+            them (some servers, llama.cpp's, answer any model name).
+        max_fallback_rate: the share of a batch's asked reports that may fall back to the rule
+            labeler (0: none may; None: no check). Over it, ``on_fallback`` says what happens.
+        on_fallback: ``"warn"`` (log one warning line) or ``"stop"`` (raise
+            :class:`LLMFallbackError` after the batch, which stops training).
     """
 
     def __init__(
@@ -150,6 +176,10 @@ class LLMLabeler:
         breaker_cooldown: float = 30.0,
         trust_env: bool = True,
         progress: bool = False,
+        adaptive_concurrency: bool = True,
+        check_model: bool = True,
+        max_fallback_rate: float | None = 0.0,
+        on_fallback: str = "warn",
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise LLMConfigError(
@@ -170,6 +200,15 @@ class LLMLabeler:
             raise LLMConfigError("config", "prices must be >= 0")
         if max_tokens < 1:
             raise LLMConfigError("config", f"max_tokens must be >= 1, got {max_tokens}")
+        if max_fallback_rate is not None and not 0 <= max_fallback_rate <= 1:
+            raise LLMConfigError(
+                "config", f"max_fallback_rate must be in [0, 1] or None, got {max_fallback_rate}"
+            )
+        if on_fallback not in FALLBACK_ACTIONS:
+            raise LLMConfigError(
+                "config",
+                f"on_fallback must be one of {', '.join(FALLBACK_ACTIONS)}, got {on_fallback!r}",
+            )
         self.name = "hybrid" if hybrid else "llm"
         self.model = model
         self.hybrid = hybrid
@@ -182,6 +221,12 @@ class LLMLabeler:
         self.seed = seed
         self.extra_body = dict(extra_body or {})
         self.progress = progress
+        self.check_model = check_model
+        self.max_fallback_rate = max_fallback_rate
+        self.on_fallback = on_fallback
+        self.limiter = AdaptiveLimit(concurrency, adaptive_concurrency)
+        self._server_checked = False
+        self._server_lock = threading.Lock()
         try:
             self.policy = RetryPolicy(max_retries, float(deadline), backoff, backoff_max)
         except ValueError as error:
@@ -229,7 +274,10 @@ class LLMLabeler:
 
     def summary(self) -> LLMStats:
         """A snapshot of the counters, tokens and cost so far (print it, or ``as_metrics()``)."""
-        return self._stats.snapshot()
+        stats = self._stats.snapshot()
+        stats.concurrency = self.limiter.limit
+        stats.concurrency_peak = self.limiter.highest
+        return stats
 
     def reset_stats(self) -> None:
         self._stats.reset()
@@ -238,6 +286,32 @@ class LLMLabeler:
     def format_in_use(self) -> str:
         """The response_format mode requests use now (``auto`` may have stepped down)."""
         return self._format
+
+    def _lookup_formats(self) -> tuple[str, ...]:
+        """The formats whose cached answers this run takes: ``auto`` any (the one in use
+        first), a fixed format only its own."""
+        if self.response_format != "auto":
+            return (self.response_format,)
+        now = self._format
+        return (now, *(f for f in RESPONSE_FORMATS if f != now))
+
+    def check_server(self) -> None:
+        """Once per labeler, before its first request: when the server lists its models
+        (``GET /models``), ``model`` must be one of them (:class:`LLMConfigError`)."""
+        with self._server_lock:
+            if self._server_checked:
+                return
+            self._server_checked = True
+            if not self.check_model:
+                return
+            served = self.client.list_models()
+        if served and not model_listed(self.model, served):
+            shown = ", ".join(repr(m) for m in served[:8]) + (" ..." if len(served) > 8 else "")
+            raise LLMConfigError(
+                "config",
+                f"model {self.model!r} is not served by {self.client.base_url}: its /models "
+                f"lists {shown}; pass one of those as the model name (or check_model=False)",
+            )
 
     # -- the pipeline ----------------------------------------------------------------------
 
@@ -258,9 +332,9 @@ class LLMLabeler:
             s.batch_duplicates += sum(1 for t in normal if t) - len(distinct)
         if self.hybrid:
             distinct = self._settle_by_rule(distinct, results)
-        keys = {t: cache_key(self.model, self.prompt.id, t) for t in distinct}
-        misses = self._from_cache(distinct, keys, results)
-        errors = self._ask_all(misses, keys, results)
+        misses = self._from_cache(distinct, results)
+        errors = self._ask_all(misses, results)
+        self._check_fallbacks(misses, results)
         if errors:
             first = errors[0]
             raise LLMError(
@@ -285,14 +359,32 @@ class LLMLabeler:
             s.rule_decided += len(texts) - len(rest)
         return rest
 
-    def _from_cache(
-        self, texts: list[str], keys: dict[str, str], results: dict[str, Extraction]
-    ) -> list[str]:
+    def _check_fallbacks(self, asked: list[str], results: dict[str, Extraction]) -> None:
+        """The loud-failure rule: more than ``max_fallback_rate`` of the asked reports fell
+        back -> one warning line, or :class:`LLMFallbackError` (``on_fallback="stop"``)."""
+        if self.max_fallback_rate is None or not asked:
+            return
+        reasons = Counter(
+            results[t].reason for t in asked if t in results and results[t].source == "fallback"
+        )
+        fell = sum(reasons.values())
+        if fell / len(asked) <= self.max_fallback_rate:
+            return
+        message = fallback_message(
+            fell, len(asked), reasons, self.max_fallback_rate, self.model, self.client.base_url
+        )
+        if self.on_fallback == "stop":
+            raise LLMFallbackError(message)
+        logger.warning("%s", message)
+
+    def _from_cache(self, texts: list[str], results: dict[str, Extraction]) -> list[str]:
         """Fill ``results`` from the cache; return the texts still to ask."""
         if self.cache is None or not texts:
             with self._stats as s:
                 s.cache_misses += len(texts)
             return list(texts)
+        formats = self._lookup_formats()
+        keys = {(t, f): cache_key(self.model, self.prompt.id, t, f) for t in texts for f in formats}
         try:
             found, bad = self.cache.get_many(keys.values())
         except Exception as error:  # a broken cache must not stop labelling
@@ -303,14 +395,16 @@ class LLMLabeler:
         misses: list[str] = []
         hits = unreadable = saved = 0
         for text in texts:
-            entry = found.get(keys[text])
-            parsed = None
-            if entry is not None:
-                try:
-                    parsed = validate_facts(entry.answer)
-                except ParseError:
-                    unreadable += 1
-            if parsed is None:
+            parsed = entry = None
+            for fmt in formats:
+                entry = found.get(keys[text, fmt])
+                if entry is not None:
+                    try:
+                        parsed = validate_facts(entry.answer)
+                        break
+                    except ParseError:
+                        unreadable += 1
+            if parsed is None or entry is None:
                 misses.append(text)
                 continue
             hits += 1
@@ -323,14 +417,13 @@ class LLMLabeler:
             s.saved_tokens += saved
         return misses
 
-    def _ask_all(
-        self, texts: list[str], keys: dict[str, str], results: dict[str, Extraction]
-    ) -> list[LLMError]:
+    def _ask_all(self, texts: list[str], results: dict[str, Extraction]) -> list[LLMError]:
         """Ask the model for every text (``concurrency`` at a time); fill ``results``."""
         if not texts:
             return []
+        self.check_server()
         pool = self._executor()
-        futures = [pool.submit(self._ask_one, t, keys[t]) for t in texts]
+        futures = [pool.submit(self._ask_one, t) for t in texts]
         errors: list[LLMError] = []
         track = _progress(futures, self.progress and len(futures) >= 32, f"asking {self.model}")
         for text, future in zip(texts, track, strict=True):
@@ -352,8 +445,13 @@ class LLMLabeler:
                     s.failures[outcome.reason] += 1
         return errors
 
-    def _ask_one(self, text: str, key: str) -> Extraction | LLMError:
-        """One report through the retry loop; returns the error instead of raising it."""
+    def _ask_one(self, text: str) -> Extraction | LLMError:
+        """One report through the retry loop; returns the error instead of raising it.
+
+        Each attempt holds one slot of :attr:`limiter`. The first slot is taken before the
+        report's deadline starts (waiting for it is not the server's fault); a retry's wait
+        counts. A retry after a timeout gets twice the previous attempt's timeout.
+        """
         if not self.breaker.allow():
             return LLMError(
                 "circuit_open",
@@ -361,9 +459,36 @@ class LLMLabeler:
                 f"{self.breaker.threshold} reports in a row; paused for "
                 f"{self.breaker.cooldown:g} s",
             )
+        self.limiter.acquire()
+        held = [True]
+        timeout = [self.timeout]
+
+        def attempt(left: float) -> tuple[ChatReply, ParsedAnswer, str]:
+            if not held[0]:
+                start = time.monotonic()
+                if not self.limiter.acquire(left):
+                    raise AttemptError("timeout", "no request slot free within the deadline")
+                left -= time.monotonic() - start
+            held[0] = False
+            limit = min(timeout[0], left)
+            start = time.monotonic()
+            outcome = "answer"
+            try:
+                return self._attempt(text, left, limit)
+            except AttemptError as error:
+                if error.reason == "timeout":
+                    outcome = "timeout"
+                    if self.limiter.adaptive:
+                        timeout[0] *= 2
+                elif error.reason not in ("bad_json", "bad_schema"):
+                    outcome = "error"
+                raise
+            finally:
+                self.limiter.release(time.monotonic() - start, limit, outcome)
+
         try:
-            (reply, parsed), _ = call_with_retries(
-                lambda left: self._attempt(text, left),
+            (reply, parsed, mode), _ = call_with_retries(
+                attempt,
                 self.policy,
                 on_retry=self._count_retry,
                 rng=self._rng.random,
@@ -377,7 +502,7 @@ class LLMLabeler:
         if self.cache is not None:
             try:
                 self.cache.put(
-                    key,
+                    cache_key(self.model, self.prompt.id, text, mode),
                     self.model,
                     self.prompt.id,
                     {"facts": list(parsed.raw)},
@@ -390,13 +515,17 @@ class LLMLabeler:
                     s.cache_errors += 1
         with self._stats as s:
             s.llm_ok += 1
+            s.formats[mode] += 1
             s.unmapped += len(parsed.unmapped)
             for repair in parsed.repairs:
                 s.repairs[repair] += 1
         return Extraction(facts_to_labels(parsed.facts), parsed.facts, "llm", None, parsed.repairs)
 
-    def _attempt(self, text: str, seconds_left: float) -> tuple[ChatReply, ParsedAnswer]:
-        """One attempt (plus immediate re-sends when ``auto`` steps the format down)."""
+    def _attempt(
+        self, text: str, seconds_left: float, timeout: float
+    ) -> tuple[ChatReply, ParsedAnswer, str]:
+        """One attempt (plus immediate re-sends when ``auto`` steps the format down);
+        ``(reply, parsed answer, response format used)``."""
         while True:
             mode = self._format
             body: dict[str, Any] = {
@@ -405,15 +534,13 @@ class LLMLabeler:
                 "temperature": 0,
                 "max_tokens": self.max_tokens,
             }
-            response_format = self.prompt.response_format(mode)
-            if response_format is not None:
-                body["response_format"] = response_format
+            body.update(self.prompt.format_fields(mode))
             if self.seed is not None:
                 body["seed"] = self.seed
             body.update(self.extra_body)
             start = time.monotonic()
             try:
-                reply = self.client.complete(body, min(self.timeout, seconds_left))
+                reply = self.client.complete(body, min(timeout, seconds_left))
             except AttemptError as error:
                 self._count_request(None, time.monotonic() - start)
                 if self._step_down(mode, error):
@@ -423,7 +550,7 @@ class LLMLabeler:
                 raise
             self._count_request(reply, reply.seconds)
             try:
-                return reply, parse_answer(reply.content)
+                return reply, parse_answer(reply.content), mode
             except ParseError as error:
                 cut = (
                     " (the answer was cut at max_tokens)" if reply.finish_reason == "length" else ""
@@ -431,14 +558,22 @@ class LLMLabeler:
                 raise AttemptError(error.reason, f"{error}{cut}") from None
 
     def _step_down(self, mode: str, error: AttemptError) -> bool:
-        """In ``auto`` mode, a 400 naming the response format moves to the next format."""
-        if self.response_format != "auto" or error.status != 400 or mode not in _NEXT_FORMAT:
+        """In ``auto`` mode, an error answer (4xx or 5xx) naming the response format moves to
+        the next format of the ladder."""
+        if self.response_format != "auto" or error.status is None or mode not in _NEXT_FORMAT:
             return False
-        if not any(word in error.detail.lower() for word in _FORMAT_WORDS):
+        if error.status < 400 or not any(w in error.detail.lower() for w in _FORMAT_WORDS):
             return False
         with self._format_lock:
             if self._format == mode:
                 self._format = _NEXT_FORMAT[mode]
+                logger.info(
+                    "%s refused response_format %s (%s); using %s",
+                    self.client.base_url,
+                    mode,
+                    error.detail[:120],
+                    self._format,
+                )
         return True
 
     def _count_request(self, reply: ChatReply | None, seconds: float) -> None:
@@ -491,6 +626,38 @@ def default_option(name: str) -> Any:
     """The default of :class:`LLMLabeler`'s keyword ``name``; the command-line help quotes it
     from here, so ``orapo label`` and ``orapo llm check`` state the same defaults as the code."""
     return inspect.signature(LLMLabeler).parameters[name].default
+
+
+def model_listed(model: str, served: Sequence[str]) -> bool:
+    """Whether the server's ``/models`` list names ``model``: the id itself, the file name of
+    a path id (llama.cpp lists the GGUF path), with or without ``.gguf``, or Ollama's
+    ``name:latest``.
+
+    >>> model_listed("smollm2", ["/models/smollm2.gguf"]), model_listed("gpt", ["gpt-4o"])
+    (True, False)
+    """
+    for name in served:
+        base = name.replace("\\", "/").rsplit("/", 1)[-1]
+        if model in (name, base, base.removesuffix(".gguf")) or name == f"{model}:latest":
+            return True
+    return False
+
+
+def fallback_message(
+    fell: int,
+    asked: int,
+    reasons: Counter[str] | dict[str, int],
+    limit: float,
+    model: str,
+    base_url: str,
+) -> str:
+    """The one-line reason of the loud-failure rule."""
+    why = ", ".join(f"{k} {v}" for k, v in Counter(reasons).most_common())
+    return (
+        f"{fell} of {asked} reports ({fell / asked:.0%}) fell back to the rule labeler "
+        f"({why}) instead of being answered by {model!r} at {base_url}; the limit is "
+        f"{limit:g} (max_fallback_rate)"
+    )
 
 
 def hybrid_labeler(**options: Any) -> LLMLabeler:

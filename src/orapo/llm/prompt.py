@@ -20,8 +20,19 @@ import yaml
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 DEFAULT_PROMPT = "facts-v1"
-#: response_format modes: the JSON schema (structured outputs), any JSON object, or nothing.
-RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "none")
+#: How the answer's shape is asked for, in the order ``auto`` tries them:
+#: ``json_schema`` - ``response_format: {type: json_schema, json_schema: {schema}}`` (OpenAI,
+#: vLLM, Ollama, llama.cpp's ``llama-server``); ``json_object_schema`` - ``{type: json_object,
+#: schema}`` (llama-cpp-python's server, which refuses ``json_schema``; ``llama-server`` takes it
+#: too); ``guided_json`` - vLLM's own request field, the schema, no ``response_format``;
+#: ``json_object`` - any JSON object, no schema; ``none`` - nothing, the prompt alone.
+RESPONSE_FORMATS: tuple[str, ...] = (
+    "json_schema",
+    "json_object_schema",
+    "guided_json",
+    "json_object",
+    "none",
+)
 
 
 @dataclass(frozen=True)
@@ -56,15 +67,25 @@ class Prompt:
 
     def response_format(self, mode: str) -> dict[str, Any] | None:
         """The ``response_format`` request field for ``mode`` (None: leave the field out)."""
+        return self.format_fields(mode).get("response_format")
+
+    def format_fields(self, mode: str) -> dict[str, Any]:
+        """The request fields that ask for the answer's shape in ``mode``."""
         if mode == "json_schema":
             return {
-                "type": "json_schema",
-                "json_schema": {"name": "atomic_facts", "strict": True, "schema": self.schema},
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "atomic_facts", "strict": True, "schema": self.schema},
+                }
             }
+        if mode == "json_object_schema":
+            return {"response_format": {"type": "json_object", "schema": self.schema}}
+        if mode == "guided_json":
+            return {"guided_json": self.schema}
         if mode == "json_object":
-            return {"type": "json_object"}
+            return {"response_format": {"type": "json_object"}}
         if mode == "none":
-            return None
+            return {}
         raise ValueError(f"unknown response_format {mode!r}; valid: {', '.join(RESPONSE_FORMATS)}")
 
 

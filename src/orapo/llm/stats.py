@@ -25,6 +25,10 @@ field                  meaning
 ``cost``               tokens x the configured prices per 1,000 tokens
 ``saved_tokens``       prompt + completion tokens the cache hits did not spend again
 ``request_seconds``    wall time spent in HTTP requests, summed over threads
+``formats``            of ``llm_ok``, answers by the response format they were got with
+``concurrency``        requests allowed in flight now (adapted to the server, at most the
+                       configured ``concurrency``)
+``concurrency_peak``   the highest that limit went
 =====================  ===================================================================
 
 Reasons (``fallbacks``, ``failures``, ``retries``): ``timeout``, ``rate_limited`` (429),
@@ -63,6 +67,9 @@ class LLMStats:
     cost: float = 0.0
     saved_tokens: int = 0
     request_seconds: float = 0.0
+    formats: Counter[str] = field(default_factory=Counter)
+    concurrency: int = 0
+    concurrency_peak: int = 0
 
     @property
     def cache_hit_rate(self) -> float:
@@ -118,7 +125,13 @@ class LLMStats:
             + (f" (hit rate {hit:.1%})" if hit == hit else "")
             + (f", {self.cache_errors} cache errors" if self.cache_errors else ""),
             f"  model: {self.llm_ok} answered, {self.requests} requests, "
-            f"{self.request_seconds:.1f} s in requests",
+            f"{self.request_seconds:.1f} s in requests"
+            + (f"; response_format: {counts(self.formats)}" if self.formats else "")
+            + (
+                f"; concurrency {self.concurrency} (peak {self.concurrency_peak})"
+                if self.concurrency
+                else ""
+            ),
             f"  retries: {counts(self.retries)}",
             f"  fallbacks to the rule labeler: {counts(self.fallbacks)}",
         ]
@@ -143,6 +156,7 @@ _SINGULAR = {
     "failures": "failure",
     "retries": "retry",
     "repairs": "repair",
+    "formats": "format",
 }
 
 

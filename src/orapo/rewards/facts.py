@@ -231,6 +231,7 @@ class FactsReward:
         self._reference_cache: OrderedDict[str, LabelDict] = OrderedDict()
         self._log = FailureLog(self.__name__)
         self.last_scores: list[FactScore | None] = []
+        self._llm_last: tuple[int, int] | None = None  # (fallbacks, misses) of the last call
 
     @property
     def failures(self) -> Counter[str]:
@@ -262,6 +263,8 @@ class FactsReward:
                 raise ValueError(f"label_batch returned {len(batch)} results for {len(texts)}")
         except Exception as error:
             if _is_llm_error(error):
+                if getattr(error, "reason", None) == "fallback_rate":
+                    raise  # on_fallback="stop": too many reports fell back; stop training
                 logger.warning(
                     "labeler %r: label_batch failed (%s); %d texts not scored",
                     getattr(self.labeler, "name", "?"),
@@ -315,6 +318,18 @@ class FactsReward:
         return score_labels(pred_labels, ref_labels, self.options, self.beta)
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float | None]:
+        before = _llm_counts(self.labeler)
+        try:
+            return self._score_all(completions, **columns)
+        finally:
+            after = _llm_counts(self.labeler)
+            self._llm_last = (
+                None
+                if before is None or after is None
+                else (after[0] - before[0], after[1] - before[1])
+            )
+
+    def _score_all(self, completions: Sequence[Any], **columns: Any) -> list[float | None]:
         n = len(completions)
         texts = [_or_error(completion_text, c) for c in completions]  # str | SampleError
         refs = self._references(column(columns, "labels", n), column(columns, "reference", n), n)
@@ -368,18 +383,37 @@ class FactsReward:
     def metrics(self) -> dict[str, float]:
         """Means over the last call's scored samples: ``reward/facts_precision``,
         ``reward/facts_recall``, ``reward/facts_f_beta``; ``reward/facts_failed`` counts the
-        unscored ones."""
+        unscored ones. With an LLM labeler also ``reward/facts_llm_fallback_rate``: the share
+        of the reports asked of the model in that call that fell back to the rule labeler
+        (NaN when none was asked), and ``reward/facts_llm_fallbacks``."""
         valid = [s for s in self.last_scores if s is not None]
 
         def mean(values: list[float]) -> float:
             return sum(values) / len(values) if values else float("nan")
 
-        return {
+        out = {
             "reward/facts_precision": mean([s.precision for s in valid]),
             "reward/facts_recall": mean([s.recall for s in valid]),
             "reward/facts_f_beta": mean([s.f_beta for s in valid]),
             "reward/facts_failed": float(len(self.last_scores) - len(valid)),
         }
+        if self._llm_last is not None:
+            fell, asked = self._llm_last
+            out["reward/facts_llm_fallback_rate"] = fell / asked if asked else float("nan")
+            out["reward/facts_llm_fallbacks"] = float(fell)
+        return out
+
+
+def _llm_counts(labeler: Any) -> tuple[int, int] | None:
+    """``(fallbacks, cache misses)`` so far of an LLM labeler (its ``summary()``), else None."""
+    summary = getattr(labeler, "summary", None)
+    if not callable(summary):
+        return None
+    stats = summary()
+    fallbacks, misses = getattr(stats, "fallbacks", None), getattr(stats, "cache_misses", None)
+    if fallbacks is None or not isinstance(misses, int):
+        return None
+    return sum(fallbacks.values()), misses
 
 
 def _is_llm_error(error: Exception) -> bool:

@@ -170,6 +170,12 @@ class TrainerConfig:
     )
     threads: int | None = _help("torch CPU threads (null = torch's default).", default=None)
     eval_batch_size: int = _help("Batch size of greedy generation in evaluation.", default=64)
+    engine: Literal["orapo", "trl"] = _help(
+        "Training engine: orapo (this package's trainer) or trl (TRL's GRPOTrainer with the "
+        "OraPO term, orapo.integrations.trl; docs/trl.md). Fields one engine cannot honour are "
+        "an error naming them.",
+        default="orapo",
+    )
 
     #: Trackers ``report_to`` may name (each used only when its package is installed).
     TRACKERS: ClassVar[tuple[str, ...]] = ("tensorboard", "wandb", "mlflow")

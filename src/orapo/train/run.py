@@ -53,6 +53,10 @@ def load_train_config(
 
 def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=None) -> dict:
     """Everything ``orapo train`` does: data, base model, evaluate, train, evaluate, report."""
+    if cfg.trainer.engine == "trl":
+        from orapo.integrations.trl_run import run_trl
+
+        return run_trl(cfg, run_dir, resume=resume, console=console)
     from rich.console import Console
 
     from orapo.train.checkpoint import latest_checkpoint
