@@ -234,8 +234,17 @@ def test_missing_rewards_are_counted_not_fatal(world, tmp_path, monkeypatch):
     assert rows[-1]["reward/missing_total"] == summary["missing_rewards"]
 
 
+def torchrun_orapo(n: int, *args: str) -> list[str]:
+    """``orapo ARGS`` as ``n`` CPU processes (gloo). torchrun, not ``accelerate launch --cpu``:
+    on CPU the latter starts one process unless it goes through mpirun."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+        "-m", "orapo", *args,
+    ]  # fmt: skip
+
+
 def test_two_processes_match_one(world, tmp_path):
-    """accelerate launch with 2 CPU processes (gloo) gives the same update as 1 process on the
+    """torchrun with 2 CPU processes (gloo) gives the same update as 1 process on the
     same global batch (SFT mode: the step is deterministic, unlike sampled rollouts)."""
     extra = {
         "algorithm.mode": "sft",
@@ -248,28 +257,15 @@ def test_two_processes_match_one(world, tmp_path):
     outs = {}
     for n in (1, 2):
         outs[n] = tmp_path / f"p{n}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--cpu",
-            "--num_processes",
-            str(n),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "orapo",
-            "train",
-            "--out",
-            str(outs[n]),
-            *overrides(world, **extra),
-        ]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            torchrun_orapo(n, "train", "--out", str(outs[n]), *overrides(world, **extra)),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert json.loads((outs[n] / "summary.json").read_text())["processes"] == n
     a, b = state_dict(outs[1] / "model"), state_dict(outs[2] / "model")
     base = state_dict(Path(world[1]))
     moved = [k for k in a if not torch.equal(a[k], base[k])]
@@ -289,13 +285,10 @@ def test_two_processes_dynamic_sampling_draw_together(world, tmp_path):
         "eval.after": False,
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "orapo", "train", "--out", str(tmp_path / "run"), *overrides(world, **extra),
-    ]  # fmt: skip
+    cmd = torchrun_orapo(2, "train", "--out", str(tmp_path / "run"), *overrides(world, **extra))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 2
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:  # 4 images x K = 2 per draw over both processes, refills included

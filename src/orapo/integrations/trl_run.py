@@ -183,7 +183,6 @@ def dataset_reward(reward):
 def run_trl(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=None) -> dict:
     """What ``orapo train`` does, with TRL as the engine (module docstring, steps 1-7)."""
     import torch
-    from accelerate import PartialState
     from rich.console import Console
     from transformers import TrainerCallback
 
@@ -191,14 +190,14 @@ def run_trl(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=No
     from orapo.model import load_policy
     from orapo.model.policy import END_OF_TURN
     from orapo.rewards import make_reward
-    from orapo.train.setup import available_trackers, resolve_data, resolve_model
+    from orapo.train.setup import available_trackers, process_state, resolve_data, resolve_model
     from orapo.train.tracking import MetricsLog
 
     console = console or Console()
     started = time.perf_counter()
     check_trl_fields(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = PartialState()
+    state = process_state()
     with state.main_process_first():
         data = resolve_data(cfg, console)
         cfg.model.name_or_path = resolve_model(cfg, data, console)

@@ -60,7 +60,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     from rich.console import Console
 
     from orapo.train.checkpoint import latest_checkpoint
-    from orapo.train.setup import build_trainer, resolve_data, resolve_model
+    from orapo.train.setup import build_trainer, process_state, resolve_data, resolve_model
     from orapo.train.tracking import write_plots
 
     console = console or Console()
@@ -68,9 +68,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     run_dir.mkdir(parents=True, exist_ok=True)
     # The main process generates the world and builds the base model; the others wait, then
     # read what it wrote (one accelerate state per process, shared with the trainer's).
-    from accelerate import PartialState
-
-    with PartialState().main_process_first():
+    with process_state().main_process_first():
         data = resolve_data(cfg, console)
         cfg.model.name_or_path = resolve_model(cfg, data, console)
     trainer = build_trainer(cfg, run_dir, data, console)
@@ -78,7 +76,11 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     if acc.is_main_process:
         save_yaml(cfg, run_dir / "config.yaml")
 
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "mode": cfg.algorithm.mode}
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "mode": cfg.algorithm.mode,
+        "processes": acc.num_processes,
+    }
     if data.skipped:
         summary["skipped_images"] = data.skipped
     previous = _read_json(run_dir / "summary.json") if resume else {}

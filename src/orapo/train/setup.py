@@ -38,6 +38,16 @@ def manifest_path(cfg: TrainConfig) -> Path:
     return Path(cfg.data.synth.dir) / "manifest.jsonl"
 
 
+def process_state():
+    """accelerate's process state, set up as an Accelerator would set it up (it reads
+    ``ACCELERATE_USE_CPU``; a bare ``PartialState()`` does not, and would leave every process of
+    a CPU torchrun believing it is alone)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def resolve_data(cfg: TrainConfig, console) -> TrainData:
     """Read (and, for the synthetic world, first generate) the manifest; select the splits.
 
@@ -132,7 +142,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console: Con
     """Accelerator, policy, optimizer, scheduler, reward, ZRR controller -> Trainer."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import GradientAccumulationPlugin, set_seed
     from transformers import get_scheduler
 
     from orapo import algorithms as alg
@@ -147,10 +157,14 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, data: TrainData, console: Con
     trackers = available_trackers(list(t.report_to), console)
     # The scheduler steps once per optimizer step (accelerate would otherwise step it once per
     # process); micro-batches accumulate through accelerate (Trainer.backward).
+    # No accelerate dataloader here: gradients sync on the last micro-batch only, never because
+    # some other run's dataloader (a TRL trainer in the same process) ended.
     acc = Accelerator(
         log_with=trackers or None,
         project_dir=str(run_dir),
-        gradient_accumulation_steps=t.grad_accum,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=t.grad_accum, adjust_scheduler=False, sync_with_dataloader=False
+        ),
         step_scheduler_with_optimizer=False,
     )
     # accelerate's gradient state is shared by every Accelerator of a process and keeps the first
