@@ -200,7 +200,7 @@ def run_trl(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=No
     state = process_state()
     with state.main_process_first():
         data = resolve_data(cfg, console)
-        cfg.model.name_or_path = resolve_model(cfg, data, console)
+        cfg.model.name_or_path = resolve_model(cfg, console)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     trackers = available_trackers(list(cfg.trainer.report_to), console)

@@ -70,7 +70,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     # read what it wrote (one accelerate state per process, shared with the trainer's).
     with process_state().main_process_first():
         data = resolve_data(cfg, console)
-        cfg.model.name_or_path = resolve_model(cfg, data, console)
+        cfg.model.name_or_path = resolve_model(cfg, console)
     trainer = build_trainer(cfg, run_dir, data, console)
     acc = trainer.acc
     if acc.is_main_process:

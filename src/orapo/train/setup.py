@@ -94,7 +94,7 @@ def resolve_data(cfg: TrainConfig, console) -> TrainData:
     return TrainData(manifest, **splits, skipped=skipped_all)
 
 
-def resolve_model(cfg: TrainConfig, data: TrainData, console) -> str:
+def resolve_model(cfg: TrainConfig, console) -> str:
     """The model directory to train: the recipe's, or the cached embedded base model."""
     if cfg.model.name_or_path != DEMO_BASE:
         return cfg.model.name_or_path
