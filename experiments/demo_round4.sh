@@ -23,6 +23,10 @@ run A-beta1 model.name_or_path=bases/base-16ab35f956ee trainer.steps=80 eval.bef
 run B-s160c model.name_or_path=bases/base-6662a49d6161 trainer.steps=160 trainer.lr_schedule=cosine
 run C-s160c model.name_or_path=bases/base-7e367341b0f1 trainer.steps=160 trainer.lr_schedule=cosine
 
+# Variants of the shipped main job (one thread each, run side by side).
+run B-beta1 trainer.threads=1 eval.before=false 'algorithm.reward_options={beta: 1.0}'
+run B-k16 trainer.threads=1 eval.before=false sampling.k=16 trainer.steps=100 trainer.eval_every=20
+
 # The shipped main job (what `make demo` runs), then the trained model on the other world.
 run main
 $ORAPO evaluate --model runs/main/model --data data/synth-seed1/manifest.jsonl --split test \
