@@ -25,6 +25,7 @@ run C-s160c model.name_or_path=bases/base-7e367341b0f1 trainer.steps=160 trainer
 
 # Variants of the shipped main job (one thread each, run side by side).
 run B-beta1 trainer.threads=1 eval.before=false 'algorithm.reward_options={beta: 1.0}'
+run B-beta1.2 'algorithm.reward_options={beta: 1.2}'
 run B-k16 trainer.threads=1 eval.before=false sampling.k=16 trainer.steps=100 trainer.eval_every=20
 
 # The shipped main job (what `make demo` runs), then the trained model on the other world.
