@@ -35,6 +35,11 @@ class ConfigError(UserError, ValueError):
     """A recipe or override that does not fit the config: the message names the field."""
 
 
+def documented(text: str, **kw: Any) -> Any:
+    """A dataclass field whose help text :func:`describe` prints (``orapo train --describe``)."""
+    return dataclasses.field(metadata={"help": text}, **kw)
+
+
 def check_choice(name: str, value: Any, valid: Iterable[Any]) -> None:
     """Raise :class:`ConfigError` ``"NAME: VALUE is not one of A, B, C"`` unless ``value`` is
     one of ``valid`` (a registry's names, a ``Literal``'s values, ...)."""

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from orapo.basemodel.settings import ANSWER_MODES
+from orapo.config_io import check_choice
 from orapo.model.prompt import ReportPrompt
 from orapo.observations import NO_FINDING, OBSERVATIONS, POSITIVE
-
-ANSWER_MODES = ("report", "plain")
 
 
 class VocabError(ValueError):
@@ -171,8 +171,7 @@ class VqaSampler:
     list_share: float = 0.15
 
     def __post_init__(self) -> None:
-        if self.mode not in ANSWER_MODES:
-            raise ValueError(f"answers: {self.mode!r} is not one of {', '.join(ANSWER_MODES)}")
+        check_choice("answers", self.mode, ANSWER_MODES)
         self.yes = {
             o: [i for i, s in enumerate(self.pool) if o in s.positive] for o in OBSERVATIONS
         }

@@ -7,16 +7,13 @@ build imports nothing from the trainer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from orapo.config_io import check_choice, documented
 from orapo.synth.spec import PROFILES
 
 #: Answer wordings of the chest question answering (orapo.basemodel.chest_vqa).
 ANSWER_MODES: tuple[str, ...] = ("report", "plain")
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
 
 
 @dataclass
@@ -29,48 +26,46 @@ class BaseModelSettings:
     docs/demo.md.
     """
 
-    cache_dir: str = _help("Where a base model built here is cached.", default="data/base-model")
-    preset: str = _help("Demo architecture preset (orapo.model.demo).", default="demo")
-    steps: int = _help(
+    cache_dir: str = documented(
+        "Where a base model built here is cached.", default="data/base-model"
+    )
+    preset: str = documented("Demo architecture preset (orapo.model.demo).", default="demo")
+    steps: int = documented(
         "Pre-training steps (each a batch of captions or of chest questions).", default=5000
     )
-    batch_size: int = _help("Pre-training batch size.", default=32)
-    lr: float = _help("Pre-training peak learning rate (warmup, then cosine).", default=2e-3)
-    n_captions: int = _help("Size of the general-domain caption world.", default=3000)
-    caption_share: float = _help(
+    batch_size: int = documented("Pre-training batch size.", default=32)
+    lr: float = documented("Pre-training peak learning rate (warmup, then cosine).", default=2e-3)
+    n_captions: int = documented("Size of the general-domain caption world.", default=3000)
+    caption_share: float = documented(
         "Share of pre-training steps on general captions (the rest: chest questions).",
         default=0.25,
     )
-    pool_size: int = _help("Synthetic studies in the chest question pool.", default=4000)
-    pool_seed: int = _help(
+    pool_size: int = documented("Synthetic studies in the chest question pool.", default=4000)
+    pool_seed: int = documented(
         "World seed of the chest question pool; keep it apart from the seeds you train and "
         "test on.",
         default=1000,
     )
-    profile: str = _help(
+    profile: str = documented(
         "World profile of the chest question pool (orapo.synth).", default="salient"
     )
-    answers: str = _help(
+    answers: str = documented(
         "Answer wording: report (yes + the pool study's own report sentence for the finding) or "
         "plain (yes / no only).",
         default="report",
     )
-    list_share: float = _help(
+    list_share: float = documented(
         "Share of chest questions that ask for the list of abnormalities (the rest ask about "
         "one observation). 0 by default: a base that lists findings already writes "
         "report-like text under the report prompt (measured: base F1 0.25, over the 0.2 the "
         "demo allows; docs/demo.md).",
         default=0.0,
     )
-    seed: int = _help("Seed for the initialisation, captions and batch order.", default=0)
+    seed: int = documented("Seed for the initialisation, captions and batch order.", default=0)
 
     def __post_init__(self) -> None:
-        if self.answers not in ANSWER_MODES:
-            raise ValueError(
-                f"base.answers: {self.answers!r} is not one of {', '.join(ANSWER_MODES)}"
-            )
-        if self.profile not in PROFILES:
-            raise ValueError(f"base.profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
+        check_choice("base.answers", self.answers, ANSWER_MODES)
+        check_choice("base.profile", self.profile, PROFILES)
         for name in ("caption_share", "list_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"base.{name} must be in [0, 1], got {getattr(self, name)}")
