@@ -129,6 +129,14 @@ def test_train_cli_end_to_end(world, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
+    # A new run into this finished run's folder is refused before any work: one line, and the
+    # old log is left as it was (it would otherwise get a second step 1, 2, 3).
+    log_before = (out / "metrics.jsonl").read_text()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert f"{out} already holds a run" in result.output and "--resume" in result.output
+    assert "Traceback" not in result.output
+    assert (out / "metrics.jsonl").read_text() == log_before
 
 
 @pytest.mark.parametrize("mode", ["grpo", "sft"])

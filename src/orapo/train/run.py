@@ -51,8 +51,24 @@ def load_train_config(
     return cfg, run_dir
 
 
+RUN_MARKERS = ("summary.json", "metrics.jsonl", "checkpoints")
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """A new run must not start in another run's folder: its metrics would be appended to the
+    old log and ``--resume`` could later pick the old run's checkpoints."""
+    found = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    if found:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(found)}): continue it with "
+            f"`orapo train --resume {run_dir}`, or give another --out"
+        )
+
+
 def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=None) -> dict:
     """Everything ``orapo train`` does: data, base model, evaluate, train, evaluate, report."""
+    if not resume:
+        check_fresh_run_dir(run_dir)
     if cfg.trainer.engine == "trl":
         from orapo.integrations.trl_run import run_trl
 
