@@ -30,12 +30,13 @@ grpo-facts-hizrr  grpo-facts' overrides plus :data:`HIGH_ZRR`               GRPO
 orapo-1000-hizrr  orapo-1000's overrides plus :data:`HIGH_ZRR`              OraPO, high ZRR
 ================  ========================================================  =================
 
-Shared: ``trainer.steps`` (``--steps``, default 70), batch 16, K 8, rollouts of at most 64 new tokens
-(the demo's 100 mostly repeat sentences; 64 measured as good at 240 steps, docs/demo.md), the
-demo's learning rate; validation every ``max(1, steps // 4)`` steps (the ``val/f1`` curve; the loop skips the
-last step, which the test evaluation follows), no intermediate checkpoints (``save_every=0``),
-no evaluation before training (``eval.before=false``) but the grounding check after it
-(``eval.shuffled=true``); ``trainer.seed`` = the row's seed (data order, sampling);
+Shared: ``trainer.steps`` (``--steps``, default 70), batch 16, K 8, rollouts of at most 64
+new tokens (the demo's 100 mostly repeat sentences; 64 measured as good at 240 steps,
+docs/demo.md), the demo's learning rate; validation every ``max(1, steps // 4)`` steps (the
+``val/f1`` curve; the loop skips the last step, which the test evaluation follows), no
+intermediate checkpoints (``save_every=0``), no evaluation before training
+(``eval.before=false``) but the grounding check after it (``eval.shuffled=true``);
+``trainer.seed`` = the row's seed (data order, sampling);
 ``data.test_size`` = ``--test-size`` (default: the whole test split; a size picks a seeded
 subset, so each seed then evaluates its own subset). Every RL row generates the same number of
 rollouts (steps x 16 x 8: DAPO's dynamic sampling stops once it has generated that many,
