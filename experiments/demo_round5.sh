@@ -26,4 +26,9 @@ run R5-beta1-wmax trainer.threads=1 eval.before=false algorithm.constant_w=0.15 
 wait
 
 # The main job with w fixed at w_max, as `make demo` would run it (two threads, alone, fresh folder).
-cd "$(mktemp -d)" && $ORAPO train algorithm.constant_w=0.15
+(cd "$(mktemp -d)" && $ORAPO train algorithm.constant_w=0.15)
+
+# w_max against the adaptive w on the main job with another seed (data order, sampling).
+run R5-wmax-s1 trainer.threads=1 eval.before=false algorithm.constant_w=0.15 trainer.seed=1 &
+run R5-adapt-s1 trainer.threads=1 eval.before=false trainer.seed=1 &
+wait
