@@ -77,6 +77,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from orapo.train.tracking import read_summary
+
 #: What the two high-ZRR rows add to their own overrides: a setting where most rollout groups
 #: score all zero. The one place to change it.
 HIGH_ZRR: dict[str, str] = {"sampling.temperature": "0.3"}
@@ -241,7 +243,7 @@ def plan(args, threads: int) -> list[Run]:
                 row, seed, args.steps, args.extra, test_size=args.test_size, threads=threads
             )
             run = Run(row, seed, args.out / row / f"seed{seed}", overrides)
-            summary = _read_json(run.dir / "summary.json")
+            summary = read_summary(run.dir)
             if summary.get("status") == "done":
                 try:
                     cfg, _ = load_train_config(None, overrides, run.dir, None)
@@ -311,7 +313,7 @@ def run_all(runs: list[Run], jobs: int) -> None:
                 run.wall = time.perf_counter() - t0
                 alone, ended = False, ended + 1
                 left = f"{ended}/{total} ended, {len(pending)} waiting, {len(running)} running"
-                s = _read_json(run.dir / "summary.json")
+                s = read_summary(run.dir)
                 if proc.returncode != 0 or s.get("status") != "done":
                     run.status = "failed"
                     print(
@@ -340,7 +342,7 @@ def collect(run: Run) -> dict:
     """A finished run's numbers, curves and first example reports."""
     from orapo.train.tracking import read_metrics
 
-    summary = _read_json(run.dir / "summary.json")
+    summary = read_summary(run.dir)
     result = summary["base"] if run.row == "base" else summary["final"]
     shuffled = summary.get("final_shuffled_images")
     metrics_path = run.dir / "metrics.jsonl"
@@ -570,7 +572,7 @@ def page(
     args, command: str, threads: str, wall: float, runs: list[Run], tables: list[str], differ
 ) -> list[str]:
     ran = sum(r.status == "done" for r in runs)
-    run_minutes = sum(_read_json(r.dir / "summary.json").get("wall_seconds", 0) for r in runs) / 60
+    run_minutes = sum(read_summary(r.dir).get("wall_seconds", 0) for r in runs) / 60
     size = "the whole test split" if args.test_size is None else f"{args.test_size} studies"
     legend = [
         f"- {row.label}: {row.tests}" + (f" (`{_overrides(row)}`)" if row.overrides else "")
@@ -703,10 +705,6 @@ def main(argv: list[str] | None = None) -> int:
     if failed and args.docs is not None:
         print(f"{args.docs} not written: the ablation is incomplete")
     return 1 if failed else 0
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _overrides(row: Row) -> str:

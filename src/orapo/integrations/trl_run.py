@@ -191,7 +191,7 @@ def run_trl(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=No
     from orapo.model.policy import END_OF_TURN
     from orapo.rewards import make_reward
     from orapo.train.setup import available_trackers, process_state, resolve_data, resolve_model
-    from orapo.train.tracking import MetricsLog
+    from orapo.train.tracking import MetricsLog, write_summary
 
     console = console or Console()
     started = time.perf_counter()
@@ -249,7 +249,7 @@ def run_trl(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, console=No
         summary["wall_seconds"] = round(time.perf_counter() - started, 1)
         summary["status"] = "done"
         summary["config"] = to_dict(cfg)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        write_summary(run_dir, summary)
     return summary
 
 

@@ -6,7 +6,6 @@ The path of a run is one way: ``train/cli.py`` -> here (:func:`run_training`) ->
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from importlib import resources
@@ -22,9 +21,9 @@ from orapo.config_io import (
     save_yaml,
     to_dict,
 )
-from orapo.manifest import atomic_write_text
 from orapo.train.config import DEMO_BASE, TrainConfig
 from orapo.train.data import shuffle_images
+from orapo.train.tracking import METRICS_FILE, SUMMARY_FILE, read_summary, write_summary
 
 
 def default_recipe() -> Path:
@@ -51,7 +50,7 @@ def load_train_config(
     return cfg, run_dir
 
 
-RUN_MARKERS = ("summary.json", "metrics.jsonl", "checkpoints")
+RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, "checkpoints")
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:
@@ -99,7 +98,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
     }
     if data.skipped:
         summary["skipped_images"] = data.skipped
-    previous = _read_json(run_dir / "summary.json") if resume else {}
+    previous = read_summary(run_dir) if resume else {}
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from")
@@ -119,7 +118,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
                 run_dir / "eval-base", base, data.root, cfg.eval.examples, cfg.model.name_or_path
             )
     if acc.is_main_process:
-        _write_summary(run_dir, {**summary, "status": "training"})
+        write_summary(run_dir, {**summary, "status": "training"})
 
     trainer.fit()
     trainer.save()
@@ -162,7 +161,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool = False, conso
             summary["wall_seconds_before_resume"] = previous["wall_seconds"]
         summary["status"] = "done"
         summary["config"] = to_dict(cfg)
-        _write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
     return summary
 
 
@@ -203,14 +202,6 @@ def _references(data) -> dict[str, Any]:
     if len(train) < len(data.train) or len(test) < len(data.test) or not train or not test:
         return {}  # references need gold labels on every study (the manifest's `labels`)
     return image_blind_references(train, test)
-
-
-def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def describe_config(console) -> None:

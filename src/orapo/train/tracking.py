@@ -15,6 +15,7 @@ from typing import Any
 from orapo.atomic import atomic_path, atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
 
 #: (file name, title, [metric keys]) of the plots written at the end of a run.
 PLOTS: list[tuple[str, str, list[str]]] = [
@@ -52,6 +53,17 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """The run's ``summary.json``, written atomically (readers never see half a file)."""
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's ``summary.json``, or ``{}`` when it has none yet."""
+    path = run_dir / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
