@@ -569,10 +569,17 @@ def write_docs(path: Path, body: str) -> None:
 
 
 def page(
-    args, command: str, threads: str, wall: float, runs: list[Run], tables: list[str], differ
+    args,
+    command: str,
+    threads: str,
+    wall: float,
+    runs: list[Run],
+    results: list[dict],
+    tables: list[str],
+    differ,
 ) -> list[str]:
     ran = sum(r.status == "done" for r in runs)
-    run_minutes = sum(read_summary(r.dir).get("wall_seconds", 0) for r in runs) / 60
+    run_minutes = sum(r["wall_seconds"] or 0 for r in results) / 60
     size = "the whole test split" if args.test_size is None else f"{args.test_size} studies"
     legend = [
         f"- {row.label}: {row.tests}" + (f" (`{_overrides(row)}`)" if row.overrides else "")
@@ -698,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
                 tmp.write_bytes(p.read_bytes())
             links.append(f"![{p.stem}](results/{p.name})")
         threads_used = effective.get("trainer.threads", "-")
-        body = page(args, command, threads_used, wall, runs, tables, differ)
+        body = page(args, command, threads_used, wall, runs, results, tables, differ)
         write_docs(args.docs, "\n".join([*body, *links]))
         print(f"wrote {args.docs}")
     print(f"ablation: {time.perf_counter() - started:.0f} s wall in all")
