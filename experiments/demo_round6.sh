@@ -23,8 +23,8 @@ run R6-beta1-s1 trainer.threads=1 eval.before=false 'algorithm.reward_options={b
 wait
 
 # Length-normalised DPO (per-token mean log-probs, TRL's sigmoid_norm) against every rollout:
-# with the adaptive w and with w fixed at w_max. Both stopped by hand at steps 154 and 153 (validation F1 0.22
-# and 0.25 at step 120: far below every other variant).
+# with the adaptive w and with w fixed at w_max. Both stopped by hand at steps 154 and 153
+# (validation F1 0.22 and 0.25 at step 120: far below every other variant).
 run R6-norm-all trainer.threads=1 eval.before=false algorithm.dpo_negatives=all algorithm.dpo_length_normalize=true &
 run R6-norm-all-wmax trainer.threads=1 eval.before=false algorithm.dpo_negatives=all algorithm.dpo_length_normalize=true algorithm.constant_w=0.15 &
 wait
