@@ -46,3 +46,8 @@ python "$(dirname "$0")/explore_coverage.py" --model bases/base-16ab35f956ee \
 run R6-A trainer.threads=1 model.name_or_path=bases/base-16ab35f956ee &
 run R6-A-s1 trainer.threads=1 eval.before=false model.name_or_path=bases/base-16ab35f956ee trainer.seed=1 &
 wait
+
+# Exploration: a higher sampling temperature for the whole run, two seeds side by side.
+run R6-t13 trainer.threads=1 eval.before=false sampling.temperature=1.3 &
+run R6-t13-s1 trainer.threads=1 eval.before=false sampling.temperature=1.3 trainer.seed=1 &
+wait
