@@ -77,7 +77,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orapo.train.tracking import read_summary
+from orapo.train.tracking import METRICS_FILE, read_summary
 
 #: What the two high-ZRR rows add to their own overrides: a setting where most rollout groups
 #: score all zero. The one place to change it.
@@ -345,7 +345,7 @@ def collect(run: Run) -> dict:
     summary = read_summary(run.dir)
     result = summary["base"] if run.row == "base" else summary["final"]
     shuffled = summary.get("final_shuffled_images")
-    metrics_path = run.dir / "metrics.jsonl"
+    metrics_path = run.dir / METRICS_FILE
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
     curves = {
         key: [(m["step"], m[key]) for m in metrics if m.get(key) is not None] for key in CURVES

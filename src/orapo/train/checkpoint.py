@@ -20,6 +20,7 @@ from typing import Any
 from orapo.atomic import atomic_write_text
 
 STATE_FILE = "trainer_state.json"
+CHECKPOINTS_DIR = "checkpoints"  #: the folder of a run's checkpoints
 
 
 def save_trainable_only(accelerator: Any) -> None:
@@ -34,7 +35,7 @@ def save_trainable_only(accelerator: Any) -> None:
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"step-{step:06d}"
+    return run_dir / CHECKPOINTS_DIR / f"step-{step:06d}"
 
 
 def save_checkpoint(
@@ -66,7 +67,7 @@ def _prune(run_dir: Path, keep: int) -> None:
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first (temporary folders are not complete)."""
-    root = run_dir / "checkpoints"
+    root = run_dir / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
     done = [p for p in root.glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file()]

@@ -21,6 +21,7 @@ from orapo.config_io import (
     save_yaml,
     to_dict,
 )
+from orapo.train.checkpoint import CHECKPOINTS_DIR
 from orapo.train.config import DEMO_BASE, TrainConfig
 from orapo.train.data import shuffle_images
 from orapo.train.tracking import METRICS_FILE, SUMMARY_FILE, read_summary, write_summary
@@ -50,7 +51,7 @@ def load_train_config(
     return cfg, run_dir
 
 
-RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, "checkpoints")
+RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, CHECKPOINTS_DIR)
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:
